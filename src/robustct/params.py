@@ -1,0 +1,157 @@
+"""Loading and checking ``params.yaml``.
+
+Every stage reads only its own section. Values are checked when a stage starts so
+that a typo fails in a second with the key named, not after twenty minutes of
+training.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BACKBONES = ("efficientnet_lite0", "resnet18", "resnet50")
+
+
+class ParamsError(ValueError):
+    """A value in ``params.yaml`` is missing, of the wrong type or out of range."""
+
+
+def parse_epsilon(value: Any, key: str = "epsilon") -> float:
+    """Parse an L-infinity budget given as a number or a string such as ``"2/255"``.
+
+    Args:
+        value: float/int in [0, 1], or a string ``"a/b"`` / ``"0.1"``.
+        key: name used in error messages.
+
+    Returns:
+        The epsilon as a float in [0, 1] pixel units.
+
+    Raises:
+        ParamsError: unparsable, negative, or above 1 (suggests the ``/255`` form).
+    """
+    try:
+        eps = float(Fraction(str(value).strip())) if isinstance(value, str) else float(value)
+    except (ValueError, ZeroDivisionError) as exc:
+        raise ParamsError(f"{key}: cannot read {value!r} as an epsilon; write e.g. 0.1 or '2/255'") from exc
+    if eps < 0:
+        raise ParamsError(f"{key}: epsilon {value!r} is negative")
+    if eps > 1:
+        raise ParamsError(
+            f"{key}: epsilon {value!r} is above 1; epsilon is in [0, 1] pixel units, "
+            f"did you mean '{value}/255'?"
+        )
+    return eps
+
+
+def format_epsilon(eps: float) -> str:
+    """Readable label: ``2/255`` when eps is a whole multiple of 1/255, else ``0.1``."""
+    k = eps * 255
+    if eps > 0 and abs(k - round(k)) < 1e-6 and eps < 0.1:
+        return f"{round(k)}/255"
+    return f"{eps:g}"
+
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    """Read ``params.yaml`` and check every section it has.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ParamsError: one message listing every problem, each naming its key.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: parameters file not found; run from the repository root")
+    with path.open() as fh:
+        params = yaml.safe_load(fh) or {}
+    problems = check_params(params)
+    if problems:
+        raise ParamsError(f"{path}: " + "; ".join(problems))
+    return params
+
+
+def _need(section: dict, key: str, kind, where: str, problems: list, lo=None, hi=None):
+    if key not in section:
+        problems.append(f"{where}.{key} is missing")
+        return None
+    value = section[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        problems.append(f"{where}.{key} must be {getattr(kind, '__name__', kind)}, got {value!r}")
+        return None
+    if lo is not None and value < lo or hi is not None and value > hi:
+        problems.append(f"{where}.{key}={value!r} is outside [{lo}, {hi}]")
+    return value
+
+
+def check_params(params: dict) -> list[str]:
+    """Return a list of problems (empty when the parameters are valid)."""
+    problems: list[str] = []
+    split = params.get("split")
+    if split is not None:
+        if split.get("scheme") not in ("patient", "random"):
+            problems.append(f"split.scheme must be 'patient' or 'random', got {split.get('scheme')!r}")
+        ratios = split.get("ratios", {})
+        if set(ratios) != {"train", "val", "test"}:
+            problems.append("split.ratios must have exactly train, val, test")
+        elif abs(sum(float(v) for v in ratios.values()) - 1) > 1e-6:
+            problems.append(f"split.ratios must sum to 1, got {sum(ratios.values())}")
+        elif any(float(v) <= 0 for v in ratios.values()):
+            problems.append("split.ratios must all be positive")
+        _need(split, "seed", int, "split", problems)
+    for name in ("train", "defend"):
+        sec = params.get(name)
+        if sec is None:
+            continue
+        _need(sec, "lr", float, name, problems, 0, 10)
+        _need(sec, "epochs", int, name, problems, 1, 10_000)
+        _need(sec, "batch_size", int, name, problems, 1, 4096)
+        _need(sec, "seed", int, name, problems)
+    train = params.get("train")
+    if train is not None:
+        if train.get("backbone") not in BACKBONES:
+            problems.append(f"train.backbone {train.get('backbone')!r} is unknown; valid: {', '.join(BACKBONES)}")
+        _need(train, "image_size", int, "train", problems, 32, 1024)
+        _need(train, "dropout", float, "train", problems, 0, 1)
+        _need(train, "freeze_backbone", bool, "train", problems)
+    eps_keys = {
+        "attack": ("fgsm_paper_epsilons", "standard_epsilons"),
+        "defend": ("epsilon",),
+        "gate": ("epsilon",),
+    }
+    for section, keys in eps_keys.items():
+        sec = params.get(section)
+        if sec is None:
+            continue
+        for key in keys:
+            if key not in sec:
+                problems.append(f"{section}.{key} is missing")
+                continue
+            values = sec[key] if isinstance(sec[key], list) else [sec[key]]
+            for v in values:
+                try:
+                    parse_epsilon(v, f"{section}.{key}")
+                except ParamsError as exc:
+                    problems.append(str(exc))
+    attack = params.get("attack")
+    if attack is not None:
+        pgd = attack.get("pgd", {})
+        _need(pgd, "steps", int, "attack.pgd", problems, 1, 10_000)
+        _need(pgd, "restarts", int, "attack.pgd", problems, 1, 100)
+    defend = params.get("defend")
+    if defend is not None:
+        if defend.get("method") != "pgd_at":
+            problems.append(f"defend.method {defend.get('method')!r} is unknown; valid: pgd_at")
+        _need(defend, "steps", int, "defend", problems, 1, 1000)
+        if defend.get("batchnorm") not in ("eval", "train"):
+            problems.append("defend.batchnorm must be 'eval' (freeze statistics) or 'train'")
+    gate = params.get("gate")
+    if gate is not None:
+        _need(gate, "min_clean_accuracy", float, "gate", problems, 0, 1)
+        _need(gate, "min_robust_accuracy", float, "gate", problems, 0, 1)
+        if gate.get("attack") not in ("fgsm", "pgd"):
+            problems.append(f"gate.attack {gate.get('attack')!r} is unknown; valid: fgsm, pgd")
+    return problems

@@ -1,0 +1,102 @@
+"""Shared input/output helpers of the pipeline stages (no math here)."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..params import format_epsilon, parse_epsilon
+
+OUT = Path("outputs")
+PAPER_FGSM_NON_COVID = {  # reference paper, non-COVID test images, accuracy under FGSM
+    0.0: 0.800, 0.1: 0.800, 0.2: 0.775, 0.3: 0.750, 0.4: 0.550, 0.5: 0.475,
+    0.6: 0.350, 0.7: 0.175, 0.8: 0.075, 0.9: 0.000, 1.0: 0.000,
+}
+
+
+def write_json(path: Path, obj) -> None:
+    """Write JSON atomically (temp file + rename); NaN becomes null."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+
+
+def _clean(obj):
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def read_json(path: Path, stage: str):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; it is written by the `{stage}` stage (run `dvc repro {stage}`)")
+    return json.loads(path.read_text())
+
+
+def write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def read_split(split_dir: Path, name: str) -> pd.DataFrame:
+    path = Path(split_dir) / f"{name}.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: split file not found; run `dvc repro split`")
+    return pd.read_csv(path, keep_default_na=False)
+
+
+def load_split_tensors(data_root: Path, split_dir: Path, name: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Preprocessed images (N, 1, size, size) uint8 and labels (N,) int64 of one split."""
+    from ..data.images import load_images  # noqa: PLC0415
+
+    df = read_split(split_dir, name)
+    x = load_images(data_root, df.path.tolist(), size)
+    return x, torch.as_tensor(df.label_index.to_numpy(), dtype=torch.long)
+
+
+def device() -> torch.device:
+    """CUDA when available (or ``ROBUSTCT_DEVICE``), else CPU."""
+    name = os.environ.get("ROBUSTCT_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def sweep_config(attack_params: dict) -> dict:
+    """The ``attack`` params section with epsilons parsed to floats."""
+    pgd = dict(attack_params["pgd"])
+    if pgd.get("step_size") is not None:
+        pgd["step_size"] = parse_epsilon(pgd["step_size"], "attack.pgd.step_size")
+    return {
+        "paper_epsilons": [parse_epsilon(e, "attack.fgsm_paper_epsilons") for e in attack_params["fgsm_paper_epsilons"]],
+        "standard_epsilons": [parse_epsilon(e, "attack.standard_epsilons") for e in attack_params["standard_epsilons"]],
+        "pgd": pgd, "batch_size": int(attack_params.get("batch_size", 32)),
+        "grid_examples": int(attack_params.get("grid_examples", 4)), "seed": int(attack_params.get("seed", 0)),
+    }
+
+
+def flat_sweep_metrics(result: dict) -> dict:
+    """DVC-friendly nested dict: ``{attack: {epsilon label: {robust_accuracy, ...}}}``."""
+    out = {}
+    for key in ("fgsm_paper", "fgsm", "pgd"):
+        out[key] = {
+            format_epsilon(p["epsilon"]): {k: p[k] for k in (
+                "robust_accuracy", "robust_accuracy_non_covid", "robust_accuracy_covid",
+                "attack_success_rate", "mean_linf", "mean_l2")}
+            for p in result[key]
+        }
+    return out

@@ -1,0 +1,100 @@
+"""Stage `train`: transfer learning on the train split, checkpoint chosen on val."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .. import plots
+from ..metrics import best_threshold, point_metrics
+from ..models import build_model, save_checkpoint
+from ..train import evaluate, fit, make_augment
+from .common import OUT, device, load_split_tensors, write_csv, write_json
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def log_model(mlflow, model, x_example: torch.Tensor) -> str:
+    """Log ``model`` with the PyTorch flavour, a signature and an input example; return its URI."""
+    from mlflow.models import infer_signature  # noqa: PLC0415
+
+    model = model.cpu().eval()
+    example = (x_example[:2].float() / 255.0).numpy()
+    with torch.no_grad():
+        out = model(torch.from_numpy(example)).numpy()
+    info = mlflow.pytorch.log_model(
+        model, name="model", signature=infer_signature(example, out), input_example=example,
+        code_paths=[str(PACKAGE_DIR)],
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "torchvision==0.29.1", "timm>=1.0,<2"],
+    )
+    return info.model_uri
+
+
+def choose_threshold(model, val, rule: str) -> float:
+    """``0.5`` or ``val_youden`` (balanced accuracy on the validation split)."""
+    if rule == "val_youden":
+        ev = evaluate(model, *val)
+        return best_threshold(val[1].numpy(), ev["p_covid"])
+    return 0.5
+
+
+def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir: Path = OUT / "train",
+        track: bool = True) -> dict:
+    cfg = params["train"]
+    out_dir = Path(out_dir)
+    dev = device()
+    size = int(cfg["image_size"])
+    train = load_split_tensors(data_root, split_dir, "train", size)
+    val = load_split_tensors(data_root, split_dir, "val", size)
+    model = build_model(cfg["backbone"], str(cfg["weights"]), size, float(cfg["dropout"]),
+                        bool(cfg["freeze_backbone"])).to(dev)
+
+    def body(log):
+        trained, history = fit(model, train, val, epochs=int(cfg["epochs"]), lr=float(cfg["lr"]),
+                               batch_size=int(cfg["batch_size"]), seed=int(cfg["seed"]),
+                               augment=make_augment(cfg.get("augmentation")),
+                               weight_decay=float(cfg.get("weight_decay", 0.0)),
+                               schedule=cfg.get("schedule", "constant"), log=log)
+        trained.set_threshold(choose_threshold(trained, val, cfg.get("threshold", "0.5")))
+        ev = evaluate(trained, *val)
+        val_metrics = point_metrics(val[1].numpy(), ev["p_covid"], 0.5)
+        return trained, history, {f"val_{k}": v for k, v in val_metrics.items()}
+
+    if not track:
+        trained, history, metrics = body(None)
+        run_info = {}
+    else:
+        from .. import tracking  # noqa: PLC0415
+
+        mlflow = tracking.setup()
+        with mlflow.start_run(run_name=f"train-{cfg['backbone']}",
+                              tags={**tracking.standard_tags(split_dir), "stage": "train", "candidate": "baseline"}) as r:
+            mlflow.log_params(_flat(cfg))
+            trained, history, metrics = body(lambda m, step: mlflow.log_metrics(m, step=step))
+            mlflow.log_metrics({**metrics, "threshold": trained.config["threshold"]})
+            out_dir.mkdir(parents=True, exist_ok=True)
+            plots.training_curves(history, out_dir / "training_curves.png")
+            mlflow.log_artifact(str(out_dir / "training_curves.png"))
+            uri = log_model(mlflow, trained, val[0])
+            run_info = {"run_id": r.info.run_id, "model_uri": uri}
+            trained.to(dev)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(trained, out_dir / "model.pt", extra={"history": history})
+    write_csv(out_dir / "history.csv", history, list(history[0]))
+    if not track:
+        plots.training_curves(history, out_dir / "training_curves.png")
+    write_json(out_dir / "run.json", run_info)
+    selected = max(h["epoch"] for h in history if h.get("selected"))
+    write_json(out_dir / "metrics.json", {**metrics, "threshold": trained.config["threshold"],
+                                          "epochs_run": len(history), "selected_epoch": selected})
+    return metrics
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
