@@ -55,13 +55,15 @@ def make_augment(cfg: dict | None) -> Callable | None:
 
 def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
                     batch_size: int, generator: torch.Generator, augment: Callable | None = None,
-                    adversary: PGD | None = None, bn_eval: bool = False) -> dict:
+                    adversary: PGD | None = None, bn_eval: bool = False, adv_weight: float = 1.0) -> dict:
     """One pass over ``(x, y)`` in shuffled minibatches.
 
     Args:
         x: uint8 or float (N, 1, H, W) images in [0, 1]; y: int64 (N,).
         adversary: if given, each (augmented) batch is replaced by ``adversary.perturb``.
         bn_eval: keep every BatchNorm layer in eval mode (running statistics fixed).
+        adv_weight: loss = (1 - w) * CE(clean) + w * CE(adversarial); 1.0 is Madry et al.'s
+            objective, lower values trade robustness for clean accuracy (Goodfellow et al., 2015).
 
     Returns:
         ``{"loss", "accuracy"}`` averaged over the epoch (on the inputs trained on).
@@ -76,9 +78,14 @@ def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimize
         if augment is not None:
             xb = augment(xb)
         if adversary is not None:
-            xb = adversary.perturb(xb, yb)
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
+            x_adv = adversary.perturb(xb, yb)
+            logits = model(x_adv)
+            loss = adv_weight * F.cross_entropy(logits, yb)
+            if adv_weight < 1.0:
+                loss = loss + (1.0 - adv_weight) * F.cross_entropy(model(xb), yb)
+        else:
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -120,8 +127,12 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
 def fit(model: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, batch_size: int, seed: int,
         augment: Callable | None = None, weight_decay: float = 0.0, adversary: PGD | None = None,
         val_attack: PGD | None = None, schedule: str = "constant", bn_eval: bool = False,
+        adv_weight: float = 1.0, epsilon_warmup: int = 0,
         log: Callable[[dict, int], None] | None = None) -> tuple[nn.Module, list[dict]]:
     """Train with Adam and keep the checkpoint that is best on the validation split.
+
+    With an ``adversary``, its epsilon (and step size) ramp up linearly over the first
+    ``epsilon_warmup`` epochs to their configured values.
 
     Selection: validation accuracy (or robust accuracy under ``val_attack`` if given),
     ties broken by lower validation loss.
@@ -139,8 +150,12 @@ def fit(model: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, b
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs) if schedule == "cosine" else None
     best_key, best_state, history = None, None, []
+    target = (adversary.epsilon, adversary.step_size) if adversary is not None else None
     for epoch in range(1, epochs + 1):
-        tr = train_one_epoch(model, *train, optimizer, batch_size, gen, augment, adversary, bn_eval)
+        if adversary is not None:
+            ramp = min(1.0, epoch / epsilon_warmup) if epsilon_warmup else 1.0
+            adversary.epsilon, adversary.step_size = target[0] * ramp, target[1] * ramp
+        tr = train_one_epoch(model, *train, optimizer, batch_size, gen, augment, adversary, bn_eval, adv_weight)
         ev = evaluate(model, *val)
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": tr["loss"],
                "train_accuracy": tr["accuracy"], "val_loss": ev["loss"], "val_accuracy": ev["accuracy"],
@@ -158,5 +173,7 @@ def fit(model: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, b
             log({k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "epoch"}, epoch)
         if sched:
             sched.step()
+    if adversary is not None:
+        adversary.epsilon, adversary.step_size = target
     model.load_state_dict(best_state)
     return model.eval(), history

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The main job: environment, dataset (verified), then every DVC stage on the real data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+export PATH="$PWD/.venv/bin:$PATH"
+robustct fetch-data "$@"      # copies ../shared/datasets/covid-ct (or --url for upstream), checks SHA256SUMS
+dvc status data.dvc           # shows whether data/ matches the version pinned in data.dvc
+time dvc repro
+dvc metrics show
+echo "Browse the runs: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db"
