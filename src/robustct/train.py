@@ -127,15 +127,16 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
 def fit(model: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, batch_size: int, seed: int,
         augment: Callable | None = None, weight_decay: float = 0.0, adversary: PGD | None = None,
         val_attack: PGD | None = None, schedule: str = "constant", bn_eval: bool = False,
-        adv_weight: float = 1.0, epsilon_warmup: int = 0,
+        adv_weight: float = 1.0, epsilon_warmup: int = 0, select: str = "robust",
         log: Callable[[dict, int], None] | None = None) -> tuple[nn.Module, list[dict]]:
     """Train with Adam and keep the checkpoint that is best on the validation split.
 
     With an ``adversary``, its epsilon (and step size) ramp up linearly over the first
     ``epsilon_warmup`` epochs to their configured values.
 
-    Selection: validation accuracy (or robust accuracy under ``val_attack`` if given),
-    ties broken by lower validation loss.
+    Selection: validation accuracy; with ``val_attack``, ``select="robust"`` uses the
+    validation robust accuracy and ``select="mean"`` the mean of clean and robust accuracy.
+    Ties are broken by clean accuracy, then lower validation loss.
 
     Args:
         train, val: ``(x, y)`` tensors as in :func:`train_one_epoch`.
@@ -163,7 +164,7 @@ def fit(model: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, b
         score = ev["accuracy"]
         if val_attack is not None:
             row["val_robust_accuracy"] = robust_accuracy(model, *val, val_attack)
-            score = row["val_robust_accuracy"]
+            score = row["val_robust_accuracy"] if select == "robust" else (row["val_robust_accuracy"] + ev["accuracy"]) / 2
         key = (score, ev["accuracy"], -ev["loss"])
         if best_key is None or key > best_key:
             best_key, best_state = key, copy.deepcopy(model.state_dict())

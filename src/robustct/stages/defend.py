@@ -51,7 +51,10 @@ def run(params: dict, data_root: Path, base_model: Path = OUT / "train" / "model
                                augment=make_augment(cfg.get("augmentation")), adversary=train_adv,
                                val_attack=val_adv, schedule=cfg.get("schedule", "cosine"),
                                bn_eval=cfg.get("batchnorm", "eval") == "eval",
-                               weight_decay=float(cfg.get("weight_decay", 0.0)), log=log)
+                               weight_decay=float(cfg.get("weight_decay", 0.0)),
+                               adv_weight=float(cfg.get("adv_weight", 1.0)),
+                               epsilon_warmup=int(cfg.get("epsilon_warmup", 0)),
+                               select=cfg.get("select_on", "robust"), log=log)
         trained.set_threshold(choose_threshold(trained, val, cfg.get("threshold", "0.5")))
         save_checkpoint(trained, out_dir / "model.pt", extra={"history": history})
         write_csv(out_dir / "history.csv", history, list(history[0]))
