@@ -162,7 +162,7 @@ def build_table(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, image_size: in
             row = dict(
                 path=f"{dirname}/{name}", label=label, label_index=LABELS.index(label), group=group,
                 in_metadata=True, format=None, mode=None, bit_depth=0, width=0, height=0, bytes=0, sha256="",
-                phash="", decode_ok=False, error="listed in metadata but file missing",
+                phash="", decode_ok=False, error="listed in metadata but file missing; restore the file or delete its metadata row",
             )
             if image_size:
                 row.update(dict.fromkeys(PROCESSED_COLUMNS, float("nan")))
