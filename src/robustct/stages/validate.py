@@ -63,14 +63,13 @@ def run(params: dict, data_root: Path, out_dir: Path = OUT / "validate", track: 
                 f"(phash distance {d}, SSIM {s:.3f})"
                 for a, b, d, s in pairs[pairs.kind == "near_duplicate"][["path_a", "path_b", "hash_distance", "ssim"]]
                 .itertuples(index=False)]
-    try:
-        shortcut = audit(table, float(sc_cfg["max_auc"]), int(sc_cfg["folds"]), int(sc_cfg["seed"]))
+    quarantined = sorted(summary["offending_files"]) if on_error == "quarantine" else []
+    table["quarantined"] = table.path.isin(quarantined)
+    try:  # on the images the split will use
+        shortcut = audit(table[~table.quarantined], float(sc_cfg["max_auc"]), int(sc_cfg["folds"]), int(sc_cfg["seed"]))
     except ValueError as exc:  # too few patients for the folds: say so, do not fail the data
         shortcut = {"max_auc": float(sc_cfg["max_auc"]), "skipped": str(exc), "warnings": [f"shortcut audit skipped: {exc}"]}
     warnings += shortcut["warnings"]
-
-    quarantined = sorted(summary["offending_files"]) if on_error == "quarantine" else []
-    table["quarantined"] = table.path.isin(quarantined)
     summary.update(
         on_error=on_error, quarantined=quarantined, warnings=warnings,
         near_duplicates={"pairs": int(len(pairs)), **{k: int((pairs.kind == k).sum()) for k in
