@@ -155,3 +155,24 @@ def test_one_message_per_problem_naming_the_key(section, change, message):
     problems = check_params(params)
     assert len(problems) == 1, problems
     assert problems[0].startswith(message)
+
+
+def test_split_stage_refuses_leaky_files_and_writes_nothing(tmp_path):
+    from robustct.data.split import LeakageError
+    from robustct.stages import split as split_stage
+
+    rows = [dict(path=f"{lab}/{g}.png", label=lab, label_index=int(lab == "covid"), group=f"{lab}/p{g}",
+                 decode_ok=True, quarantined=False, sha256=f"h{lab}{g}")
+            for lab in ("covid", "non_covid") for g in range(20)]
+    pd.DataFrame(rows).to_csv(tmp_path / "table.csv", index=False)
+    # duplicates the table does not know about (no dup_cluster column): image 0 ~ every other COVID image
+    pairs = pd.DataFrame({"path_a": ["covid/0.png"] * 19, "path_b": [f"covid/{g}.png" for g in range(1, 20)]})
+    pairs.to_csv(tmp_path / "near_duplicates.csv", index=False)
+    params = {"split": {"scheme": "patient", "ratios": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 0}}
+    with pytest.raises(LeakageError, match=r"near duplicates: covid/0.png \(\w+\) ~ covid/"):
+        split_stage.run(params, tmp_path / "table.csv", tmp_path / "split")
+    assert sorted(p.name for p in (tmp_path / "split").iterdir()) == []      # nothing half-written
+    params["split"]["scheme"] = "random"                                     # the paper's leaky split: counted
+    summary = split_stage.run(params, tmp_path / "table.csv", tmp_path / "split")
+    assert summary["leakage"]["near_duplicates"] > 0 and summary["leakage"]["patient_groups"] == 0
+    assert sum(summary[s]["images"] for s in ("train", "val", "test")) == 40

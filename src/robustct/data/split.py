@@ -108,15 +108,8 @@ def audit_split_files(split_files: dict[str, Path], pairs: pd.DataFrame | None =
         entry naming what is shared and by which splits; all empty when nothing leaks.
     """
     frames = {name: pd.read_csv(path, keep_default_na=False) for name, path in split_files.items()}
-    out: dict[str, list[str]] = {"patient_groups": [], "identical_images": [], "near_duplicates": []}
-    for key, col in (("patient_groups", "group"), ("identical_images", "sha256")):
-        owner: dict[str, str] = {}
-        for name, df in frames.items():
-            if col not in df.columns:
-                continue
-            for v in df[col].unique():
-                if v != "" and owner.setdefault(v, name) != name:
-                    out[key].append(f"{v} ({owner[v]} and {name})")
+    out = {"patient_groups": _in_two_splits(frames, "group"), "identical_images": _in_two_splits(frames, "sha256"),
+           "near_duplicates": []}
     if pairs is not None:
         where = {p: name for name, df in frames.items() for p in df.path}
         for a, b in zip(pairs.path_a, pairs.path_b):
@@ -125,14 +118,21 @@ def audit_split_files(split_files: dict[str, Path], pairs: pd.DataFrame | None =
     return out
 
 
-def check_no_leakage(splits: dict[str, pd.DataFrame], group_col: str = "group") -> None:
-    """Raise :class:`LeakageError` naming each patient group found in two splits."""
+def _in_two_splits(splits: dict[str, pd.DataFrame], col: str) -> list[str]:
+    """``"<value> (<split> and <split>)"`` for each non-empty value of ``col`` found in two splits."""
     owner: dict[str, str] = {}
     clashes = []
     for name, df in splits.items():
-        for g in df[group_col].unique():
-            if g in owner and owner[g] != name:
-                clashes.append(f"{g} ({owner[g]} and {name})")
-            owner.setdefault(g, name)
+        if col not in df.columns:
+            continue
+        for v in df[col].unique():
+            if v != "" and owner.setdefault(v, name) != name:
+                clashes.append(f"{v} ({owner[v]} and {name})")
+    return clashes
+
+
+def check_no_leakage(splits: dict[str, pd.DataFrame], group_col: str = "group") -> None:
+    """Raise :class:`LeakageError` naming each patient group found in two splits."""
+    clashes = _in_two_splits(splits, group_col)
     if clashes:
         raise LeakageError(f"{len(clashes)} patient group(s) in two splits: " + ", ".join(clashes[:10]))
