@@ -57,3 +57,27 @@ def test_fetch_from_urls_unpacks_upstream_archives(tiny_dataset, tmp_path):
     assert not (dest / "__MACOSX").exists()
     shutil.rmtree(src)
     assert fetch_from_urls(urls, dest, sums) is False  # verified, nothing downloaded again
+
+
+def test_interrupted_download_leaves_nothing(tiny_dataset, tmp_path):
+    import urllib.error
+
+    src, sums = tiny_dataset
+    urls = {"COVID-CT-MetaInfo.csv": (src / "COVID-CT-MetaInfo.csv").as_uri(),
+            "NonCOVID-CT-MetaInfo.csv": (tmp_path / "gone.csv").as_uri()}   # second download fails
+    dest = tmp_path / "data"
+    with pytest.raises(urllib.error.URLError):
+        fetch_from_urls(urls, dest, sums)
+    assert not dest.exists()
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_failed_refetch_keeps_the_verified_copy(tiny_dataset, tmp_path):
+    src, sums = tiny_dataset
+    dest = tmp_path / "data"
+    fetch_from_folder(src, dest, sums)
+    before = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*"))
+    changed = dict(sums, **{next(iter(sums)): "0" * 64})       # a new pin the source does not match
+    with pytest.raises(ChecksumError):
+        fetch_from_folder(src, dest, changed)
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*")) == before

@@ -90,21 +90,74 @@ def _need(section: dict, key: str, kind, where: str, problems: list, lo=None, hi
     return value
 
 
+VALIDATE_KEYS = {"on_error", "min_width", "min_height", "max_pixels", "expected_counts", "near_duplicates", "shortcut"}
+SPLIT_KEYS = {"scheme", "ratios", "seed"}
+
+
+def _known_keys(section: dict, known: set, where: str, problems: list) -> None:
+    for key in sorted(set(section) - known):
+        problems.append(f"{where}.{key} is unknown; valid: {', '.join(sorted(known))}")
+
+
+def _check_validate(v, problems: list) -> None:
+    if not isinstance(v, dict):
+        problems.append(f"validate must be a mapping, got {v!r}")
+        return
+    _known_keys(v, VALIDATE_KEYS, "validate", problems)
+    if v.get("on_error", "fail") not in ("fail", "quarantine"):
+        problems.append(f"validate.on_error {v.get('on_error')!r} is unknown; valid: fail, quarantine")
+    _need(v, "min_width", int, "validate", problems, 1, 100_000)
+    _need(v, "min_height", int, "validate", problems, 1, 100_000)
+    if "max_pixels" in v:
+        _need(v, "max_pixels", int, "validate", problems, 1, 10**10)
+    counts = v.get("expected_counts")
+    if not isinstance(counts, dict) or not counts:
+        problems.append("validate.expected_counts must map labels to image counts, e.g. {covid: 349, non_covid: 397}")
+    else:
+        for label in counts:
+            if label not in ("covid", "non_covid"):
+                problems.append(f"validate.expected_counts.{label} is unknown; valid: covid, non_covid")
+            else:
+                _need(counts, label, int, "validate.expected_counts", problems, 0, 10**9)
+    for name, spec in (("near_duplicates", {"max_hash_distance": (int, 0, 64), "min_ssim": (float, -1, 1)}),
+                       ("shortcut", {"max_auc": (float, 0.5, 1), "folds": (int, 2, 20), "seed": (int, None, None),
+                                     "image_size": (int, 8, 1024)})):
+        sub = v.get(name, {})
+        if not isinstance(sub, dict):
+            problems.append(f"validate.{name} must be a mapping, got {sub!r}")
+            continue
+        _known_keys(sub, set(spec), f"validate.{name}", problems)
+        for key, (kind, lo, hi) in spec.items():
+            if key in sub:
+                _need(sub, key, kind, f"validate.{name}", problems, lo, hi)
+
+
+def _check_split(split, problems: list) -> None:
+    if not isinstance(split, dict):
+        problems.append(f"split must be a mapping, got {split!r}")
+        return
+    _known_keys(split, SPLIT_KEYS, "split", problems)
+    if split.get("scheme") not in ("patient", "random"):
+        problems.append(f"split.scheme must be 'patient' or 'random', got {split.get('scheme')!r}")
+    ratios = split.get("ratios", {})
+    if not isinstance(ratios, dict) or set(ratios) != {"train", "val", "test"}:
+        problems.append("split.ratios must have exactly train, val, test")
+    elif any(isinstance(r, bool) or not isinstance(r, (int, float)) for r in ratios.values()):
+        problems.append(f"split.ratios must be numbers, got {ratios!r}")
+    elif any(float(r) <= 0 for r in ratios.values()):
+        problems.append("split.ratios must all be positive")
+    elif abs(sum(float(r) for r in ratios.values()) - 1) > 1e-6:
+        problems.append(f"split.ratios must sum to 1, got {sum(float(r) for r in ratios.values()):g}")
+    _need(split, "seed", int, "split", problems)
+
+
 def check_params(params: dict) -> list[str]:
-    """Return a list of problems (empty when the parameters are valid)."""
+    """Return a list of problems (empty when the parameters are valid), one message per problem naming its key."""
     problems: list[str] = []
-    split = params.get("split")
-    if split is not None:
-        if split.get("scheme") not in ("patient", "random"):
-            problems.append(f"split.scheme must be 'patient' or 'random', got {split.get('scheme')!r}")
-        ratios = split.get("ratios", {})
-        if set(ratios) != {"train", "val", "test"}:
-            problems.append("split.ratios must have exactly train, val, test")
-        elif abs(sum(float(v) for v in ratios.values()) - 1) > 1e-6:
-            problems.append(f"split.ratios must sum to 1, got {sum(ratios.values())}")
-        elif any(float(v) <= 0 for v in ratios.values()):
-            problems.append("split.ratios must all be positive")
-        _need(split, "seed", int, "split", problems)
+    if params.get("validate") is not None:
+        _check_validate(params["validate"], problems)
+    if params.get("split") is not None:
+        _check_split(params["split"], problems)
     for name in ("train", "defend"):
         sec = params.get(name)
         if sec is None:

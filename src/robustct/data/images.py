@@ -19,6 +19,12 @@ from PIL import Image, ImageOps
 DEFAULT_MAX_PIXELS = 50_000_000
 
 
+#: Bits per channel sample of each PIL mode (``None`` for modes this project does not know).
+MODE_BIT_DEPTH = {"1": 1, "L": 8, "LA": 8, "La": 8, "P": 8, "PA": 8, "RGB": 8, "RGBA": 8, "RGBa": 8,
+                  "RGBX": 8, "CMYK": 8, "YCbCr": 8, "LAB": 8, "HSV": 8, "I;16": 16, "I;16B": 16,
+                  "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
+
+
 class ImageDecodeError(ValueError):
     """An image file cannot be decoded completely."""
 
@@ -89,6 +95,11 @@ def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
+def quantise(gray: np.ndarray) -> np.ndarray:
+    """Float image in [0, 1] to uint8 (round to nearest), the form images are stored in."""
+    return np.round(gray * 255).astype(np.uint8)
+
+
 def load_preprocessed(path: Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The project's preprocessing: decode fully, grayscale, resize.
 
@@ -96,7 +107,7 @@ def load_preprocessed(path: Path, size: int, max_pixels: int = DEFAULT_MAX_PIXEL
         uint8 array of shape (size, size); divide by 255 for [0, 1] model input.
     """
     gray = to_grayscale_array(open_complete(path, max_pixels))
-    return np.round(resize_square(gray, size) * 255).astype(np.uint8)
+    return quantise(resize_square(gray, size))
 
 
 def load_images(root: Path, paths, size: int, max_pixels: int = DEFAULT_MAX_PIXELS):

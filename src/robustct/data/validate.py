@@ -1,5 +1,9 @@
 """Great Expectations suite over the per-image table, plus checks GX cannot express.
 
+The suite is code (:func:`expectation_specs`): one GX expectation per rule that is a property
+of one row or one column (decodes completely, known label folder, metadata row, format, minimum
+size, unique content). Rules over pairs of images (a duplicate under two labels) and the
+expected per-label counts are :func:`custom_checks`, reported alongside in the same summary.
 Great Expectations is imported inside :func:`run_suite` only, so that other commands
 start fast.
 """
@@ -28,7 +32,7 @@ def expectation_specs(rules: dict) -> list[tuple[str, dict, str]]:
         ("ExpectColumnValuesToBeInSet", dict(column="decode_ok", value_set=[True]),
          "replace the file with an intact copy"),
         ("ExpectColumnValuesToBeInSet", dict(column="label", value_set=list(LABELS)),
-         "move the file into CT_COVID/ or CT_NonCOVID/"),
+         "unknown label folder: move the file into CT_COVID/ or CT_NonCOVID/, or delete the folder"),
         ("ExpectColumnValuesToBeInSet", dict(column="in_metadata", value_set=[True]),
          "add a row for the file to the metadata CSV (patient id) or remove the file"),
         ("ExpectColumnValuesToNotBeNull", dict(column="group"), "give the image a patient id"),
@@ -43,32 +47,50 @@ def expectation_specs(rules: dict) -> list[tuple[str, dict, str]]:
     ]
 
 
-def custom_checks(table: pd.DataFrame, rules: dict) -> list[dict]:
-    """Checks outside GX: per-label counts and duplicate content across labels."""
+def custom_checks(table: pd.DataFrame, rules: dict, pairs: pd.DataFrame | None = None) -> list[dict]:
+    """Checks outside GX: per-label counts and duplicates under two labels.
+
+    Args:
+        table: the per-image table.
+        rules: the ``validate`` params section (``expected_counts``).
+        pairs: :func:`robustct.data.duplicates.find_duplicates` output; without it only
+            identical content (SHA-256) is compared across labels.
+
+    Returns:
+        ``[{check, success, observed, offending: [paths], fix}, ...]``.
+    """
     results = []
-    counts = table[table.decode_ok].label.value_counts().to_dict()
+    counts = table[table.decode_ok.astype(bool)].label.value_counts().to_dict()
     for label, want in rules["expected_counts"].items():
         got = int(counts.get(label, 0))
         results.append(dict(
             check=f"count[{label}] == {want}", success=got == want, observed=got, offending=[],
             fix="" if got == want else f"expected {want} {label} images, found {got}; obtain the dataset again",
         ))
-    dup = table[table.sha256 != ""].groupby("sha256").label.nunique()
-    conflict = table[table.sha256.isin(dup[dup > 1].index)].path.tolist()
+    if pairs is None:
+        dup = table[table.sha256 != ""].groupby("sha256").label.nunique()
+        conflict = table[table.sha256.isin(dup[dup > 1].index)].path.tolist()
+    else:
+        hits = pairs[pairs.kind == "label_conflict"]
+        conflict = sorted(set(hits.path_a) | set(hits.path_b))
     results.append(dict(
-        check="no identical content under two labels", success=not conflict, observed=len(conflict),
-        offending=conflict, fix="" if not conflict else "label conflict: the same image is COVID and non-COVID; remove both",
+        check="no identical or near-duplicate image under two labels", success=not conflict,
+        observed=len(conflict), offending=conflict,
+        fix="" if not conflict else "label conflict: the same image is COVID and non-COVID "
+        "(see near_duplicates.csv); remove both or correct the label",
     ))
     return results
 
 
-def run_suite(table: pd.DataFrame, rules: dict, docs_dir: Path | None = None) -> dict:
-    """Validate the per-image table with Great Expectations.
+def run_suite(table: pd.DataFrame, rules: dict, docs_dir: Path | None = None,
+              pairs: pd.DataFrame | None = None) -> dict:
+    """Validate the per-image table with Great Expectations and :func:`custom_checks`.
 
     Args:
         table: output of :func:`robustct.data.table.build_table`.
         rules: the ``validate`` params section.
-        docs_dir: where to copy the GX data-docs HTML site (optional).
+        docs_dir: where to put the GX data-docs HTML site (optional); replaced in one rename.
+        pairs: duplicate pairs for the cross-label check (see :func:`custom_checks`).
 
     Returns:
         ``{"success", "files_checked", "counts", "expectations": [...], "custom": [...],
@@ -96,8 +118,12 @@ def run_suite(table: pd.DataFrame, rules: dict, docs_dir: Path | None = None) ->
         result = checkpoint.run(batch_parameters={"dataframe": table})
         if docs_dir is not None:
             site = Path(tmp) / "gx" / "uncommitted" / "data_docs" / "local_site"
+            docs_dir = Path(docs_dir)
+            staging = docs_dir.with_name(docs_dir.name + ".partial")
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(site, staging)
             shutil.rmtree(docs_dir, ignore_errors=True)
-            shutil.copytree(site, docs_dir)
+            staging.rename(docs_dir)
     fixes = {(cls, kw.get("column")): fix for cls, kw, fix in specs}
     expectations, offending = [], {}
     for vres in result.run_results.values():
@@ -112,7 +138,7 @@ def run_suite(table: pd.DataFrame, rules: dict, docs_dir: Path | None = None) ->
                 offending.setdefault(p, []).append(f"{name}: {fix}")
             expectations.append(dict(expectation=name, success=bool(r.success),
                                      observed=r.result.get("observed_value"), offending=paths, fix=fix))
-    custom = custom_checks(table, rules)
+    custom = custom_checks(table, rules, pairs)
     for c in custom:
         for p in c["offending"]:
             offending.setdefault(p, []).append(f"{c['check']}: {c['fix']}")
