@@ -8,7 +8,7 @@ import torch
 from .. import plots
 from ..metrics import best_threshold, point_metrics
 from ..models import build_model, save_checkpoint
-from ..train import evaluate, fit, make_augment
+from ..train import evaluate, fit, make_augment, seed_everything
 from .common import OUT, device, load_split_tensors, write_csv, write_json
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -46,6 +46,7 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
     size = int(cfg["image_size"])
     train = load_split_tensors(data_root, split_dir, "train", size)
     val = load_split_tensors(data_root, split_dir, "val", size)
+    seed_everything(int(cfg["seed"]))  # the new head's initialisation depends on it
     model = build_model(cfg["backbone"], str(cfg["weights"]), size, float(cfg["dropout"]),
                         bool(cfg["freeze_backbone"])).to(dev)
 
