@@ -111,22 +111,15 @@ def fetch_from_folder(source: Path, dest: Path, expected: dict[str, str] | None 
             f"{source}: dataset folder not found; pass --source pointing at a COVID-CT copy, "
             "or --url for the upstream archives"
         )
-    if _already_there(dest, expected):
-        return False
-    staging = _staging_dir(dest)
-    try:
+
+    def copy(staging: Path) -> None:
         for rel in expected:
             target = staging / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            src = source / rel
-            if src.is_file():
-                shutil.copyfile(src, target)
-        verify_checksums(staging, expected)
-        _write_sums(staging, expected)
-        _atomic_install(staging, dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return True
+            if (source / rel).is_file():
+                shutil.copyfile(source / rel, target)
+
+    return _install_verified(dest, expected, copy)
 
 
 def fetch_from_urls(urls: dict[str, str], dest: Path, expected: dict[str, str] | None = None) -> bool:
@@ -145,11 +138,8 @@ def fetch_from_urls(urls: dict[str, str], dest: Path, expected: dict[str, str] |
         ChecksumError: the downloaded content does not match the pinned list.
     """
     expected = expected or pinned_checksums()
-    dest = Path(dest)
-    if _already_there(dest, expected):
-        return False
-    staging = _staging_dir(dest)
-    try:
+
+    def download(staging: Path) -> None:
         for name, url in urls.items():
             local = staging / ".download" / name
             local.parent.mkdir(parents=True, exist_ok=True)
@@ -160,6 +150,20 @@ def fetch_from_urls(urls: dict[str, str], dest: Path, expected: dict[str, str] |
             else:
                 shutil.move(str(local), staging / name)
         shutil.rmtree(staging / ".download", ignore_errors=True)
+
+    return _install_verified(Path(dest), expected, download)
+
+
+def _install_verified(dest: Path, expected: dict[str, str], populate) -> bool:
+    """Fill a staging folder with ``populate(staging)``, verify it, then move it to ``dest``.
+
+    Returns False (and does nothing) when ``dest`` already holds the verified data.
+    """
+    if _already_there(dest, expected):
+        return False
+    staging = _staging_dir(dest)
+    try:
+        populate(staging)
         verify_checksums(staging, expected)
         _write_sums(staging, expected)
         _atomic_install(staging, dest)
