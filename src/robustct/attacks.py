@@ -201,14 +201,14 @@ class IterativeEpsilonFGSM(Attack):
         """Per-image minimal epsilon on the grid (float (N,), ``inf`` if none up to ``epsilon``; 0 if
         already successful unperturbed) and the adversarial images at that epsilon."""
         x, y = x.detach(), y.to(x.device)
-        eps_min = torch.full((len(x),), math.inf, device=x.device)
+        eps_min = torch.full((len(x),), math.inf, device=x.device, dtype=torch.float64)
         out = torch.empty_like(x)
         bs = self.batch_size or max(len(x), 1)
         with eval_mode(self.model):
             for i in range(0, len(x), bs):
                 xb, yb = x[i:i + bs], y[i:i + bs]
                 sign = objective_gradient(self.model, xb, yb, self.targeted)[0].sign()
-                e_min = torch.full((len(xb),), math.inf, device=x.device)
+                e_min = torch.full((len(xb),), math.inf, device=x.device, dtype=torch.float64)
                 adv = fgsm_from_sign(xb, sign, self.epsilon)
                 for e in self.grid:
                     todo = torch.isinf(e_min)
