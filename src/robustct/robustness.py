@@ -100,7 +100,7 @@ def fgsm_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons: lis
 def attack_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str,
                  make_attack: Callable[[float], object], epsilons: list[float],
                  batch_size: int = 32, progress: Callable[[str], None] | None = None,
-                 adv_out: dict | None = None) -> list[dict]:
+                 adv_out: dict | None = None, clean_pred: torch.Tensor | None = None) -> list[dict]:
     """Run ``make_attack(epsilon).perturb`` at each epsilon and summarise.
 
     The whole input goes to ``perturb`` at once; an attack with a ``batch_size`` of ``None``
@@ -111,8 +111,9 @@ def attack_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str,
         name: attack name recorded in each point.
         make_attack: epsilon -> attack object with ``perturb(x, y)`` and ``config()``.
         adv_out: if given, filled with ``{epsilon: x_adv (N, C, H, W) float on CPU}``.
+        clean_pred: int64 (N,) clean predictions when already known (saves a forward pass).
     """
-    clean_pred = predict(model, x, batch_size).argmax(1)
+    clean_pred = predict(model, x, batch_size).argmax(1) if clean_pred is None else clean_pred
     points = []
     for e in epsilons:
         attack = make_attack(e)
@@ -325,7 +326,7 @@ def standard_suite(model, x, y, cfg: dict, progress=None) -> dict:
         if name in LINF_SUITE:
             out: dict = {}
             pts = attack_sweep(model, xf[idx], y[idx], name, lambda e, n=name, c=acfg: make_attack(n, model, e, c),
-                               std_p, bs, progress, out)
+                               std_p, bs, progress, out, clean_pred[idx])
             result[name] = [p for p in pts if p["epsilon"] in std]
             advs[name] = {eps_p: out[eps_p]}
             per_sample[name] = out
