@@ -273,21 +273,24 @@ class _IterativeLinf(Attack):
             done[idx] |= ok
         return best
 
-    def _direction(self, grad, state, active):
+    def _direction(self, grad, state, sel):
         return grad.sign()
 
     def _run(self, x, y, x_adv):
-        state: dict = {}
-        active = torch.ones(len(x), dtype=torch.bool, device=x.device)
+        """Signed-gradient steps from ``x_adv``. With early stop, success is read from the logits of the
+        same forward pass that gives the gradient, so a step costs one forward+backward over the
+        images still unbroken, and broken images get no further steps."""
+        state: dict = {"n": len(x)}
+        sel = torch.arange(len(x), device=x.device)
         for _ in range(self.steps):
+            grad, _, logits = objective_gradient(self.model, x_adv[sel], y[sel], self.targeted)
             if self.early_stop:
-                with torch.no_grad():
-                    active = ~is_success(self.model(x_adv), y, self.targeted)
-                if not active.any():
+                keep = ~is_success(logits, y[sel], self.targeted)
+                sel, grad = sel[keep], grad[keep]
+                if len(sel) == 0:
                     break
-            grad = objective_gradient(self.model, x_adv[active], y[active], self.targeted)[0]
-            stepped = x_adv[active] + self.step_size * self._direction(grad, state, active)
-            x_adv[active] = project_linf(stepped, x[active], self.epsilon)
+            stepped = x_adv[sel] + self.step_size * self._direction(grad, state, sel)
+            x_adv[sel] = project_linf(stepped, x[sel], self.epsilon)
         with torch.no_grad():
             ok = is_success(self.model(x_adv), y, self.targeted)
         return x_adv.detach(), ok
@@ -346,12 +349,12 @@ class MIM(_IterativeLinf):
     def config(self):
         return {**super().config(), "decay": self.decay}
 
-    def _direction(self, grad, state, active):
-        if "g" not in state:
-            state["g"] = torch.zeros((len(active), *grad.shape[1:]), device=grad.device, dtype=grad.dtype)
+    def _direction(self, grad, state, sel):
+        if "g" not in state:  # momentum per image of the run, indexed by position
+            state["g"] = torch.zeros((state["n"], *grad.shape[1:]), device=grad.device, dtype=grad.dtype)
         l1 = grad.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))
-        g = self.decay * state["g"][active] + grad / l1
-        state["g"][active] = g
+        g = self.decay * state["g"][sel] + grad / l1
+        state["g"][sel] = g
         return g.sign()
 
 
