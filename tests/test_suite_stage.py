@@ -176,3 +176,27 @@ def test_log_sweep_nested_run_per_attack_epsilon_and_target_mode(tmp_path):
     assert all(r["nested"] for r in ml.runs)
     assert ml.runs[2]["params"]["steps"] == 10 and ml.runs[2]["params"]["target_mode"] == "untargeted"
     assert ml.runs[4]["tags"]["target_mode"] == "fraud" and ml.runs[4]["metrics"]["targeted_success_rate"] == 0.7
+
+
+def declared_attack_files():
+    import yaml
+
+    stage = yaml.safe_load(open("dvc.yaml"))["stages"]["attack"]
+    names = []
+    for key in ("outs", "metrics", "plots"):
+        for item in stage.get(key, []):
+            names.append(next(iter(item)) if isinstance(item, dict) else item)
+    return [n.split("outputs/attack/", 1)[1] for n in names]
+
+
+@pytest.mark.parametrize("suite", [[], ["deepfool"]])
+def test_every_file_dvc_declares_is_written(tiny_model, tmp_path, suite):
+    g = torch.Generator().manual_seed(4)
+    x = (torch.rand(6, 1, 16, 16, generator=g) * 255).to(torch.uint8)
+    y = torch.tensor([0, 1] * 3)
+    params = {**ATTACK, "fgsm_paper_epsilons": [0, 0.5], "standard_epsilons": ["8/255"], "suite": suite,
+              "pgd": {"steps": 2, "step_size": None, "restarts": 1}, "grid_examples": 1,
+              "targeted": {"attacks": ["pgd"] if suite else [], "scenarios": ["fraud"]}}
+    sweep_and_write(tiny_model, x, y, sweep_config(params), tmp_path, progress=lambda s: None)
+    missing = [f for f in declared_attack_files() if not (tmp_path / f).is_file()]
+    assert not missing

@@ -307,9 +307,11 @@ def standard_suite(model, x, y, cfg: dict, progress=None) -> dict:
     pgd = attack_sweep(model, x, y, "pgd", make_pgd, std_p, bs, progress, pgd_adv)
     result = {"fgsm_paper": fgsm_paper, "fgsm": fgsm_std, "pgd": [p for p in pgd if p["epsilon"] in std],
               "examples": {**examples, **std_examples}}
-    advs["pgd"] = {eps_p: pgd_adv[eps_p]}
-    if not suite:
+    if not suite:  # the original FGSM + PGD sweep only
+        e_fig = eps_p if eps_p in pgd_adv else min(pgd_adv, default=None)
+        result["adversarial"] = {"pgd": {e_fig: pgd_adv[e_fig]}} if e_fig is not None else {}
         return result
+    advs["pgd"] = {eps_p: pgd_adv[eps_p]}
     xf = _as_float(x)
     y = y.cpu()
     clean_pred = predict(model, xf, bs).argmax(1)

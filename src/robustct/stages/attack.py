@@ -16,6 +16,7 @@ POINT_FIELDS = ["attack", "epsilon", "n", "clean_accuracy", "robust_accuracy", "
                 "robust_accuracy_covid", "attack_success_rate", "mean_linf", "mean_l2"]
 TARGETED_FIELDS = ["attack", "target_mode", "source", "target", "epsilon", "n", "clean_accuracy",
                    "targeted_success_rate", "targeted_success_rate_all", "robust_accuracy", "mean_linf", "mean_l2"]
+SUITE_FILES = ("fgsm", "pgd", "bim", "mim", "apgd_ce", "square", "cw_l2", "deepfool", "fgsm_min_eps")
 PERCEPTIBILITY_FIELDS = ["attack", "epsilon", "n", "n_success"] + [f"median_{k}" for k in (
     "linf", "l2", "l0", "l0_fraction", "psnr", "ssim")]
 
@@ -37,6 +38,8 @@ def sweep_and_write(model, x, y, cfg: dict, out_dir: Path, progress=print) -> di
     write_json(out_dir / "metrics.json", flat_sweep_metrics(result))
     for key, pts in sweeps.items():
         write_csv(out_dir / f"{key}.csv", pts, POINT_FIELDS)
+    for key in set(SUITE_FILES) - set(sweeps):  # dvc.yaml declares every attack's CSV: header only if not run
+        write_csv(out_dir / f"{key}.csv", [], POINT_FIELDS)
     write_csv(out_dir / "paper_table.csv", table, ["epsilon", "correct", "total", "accuracy", "paper_accuracy"])
     (out_dir / "paper_table.md").write_text(paper_table_markdown(table))
     plots.accuracy_vs_epsilon({"FGSM (all test)": result["fgsm_paper"],
@@ -46,7 +49,12 @@ def sweep_and_write(model, x, y, cfg: dict, out_dir: Path, progress=print) -> di
                               title="FGSM, paper grid")
     plots.accuracy_vs_epsilon({k.upper(): v for k, v in sweeps.items() if k != "fgsm_paper"},
                               out_dir / "standard_grid.png", title="standard grid", log_x=True)
-    if "targeted" in result:
+    if "targeted" not in result:  # suite not run: the declared outputs exist, empty
+        for name, fields in (("targeted", TARGETED_FIELDS), ("perceptibility", PERCEPTIBILITY_FIELDS),
+                             ("minimal_epsilon", ["epsilon"]), ("minimal_epsilon_check", ["epsilon"])):
+            write_csv(out_dir / f"{name}.csv", [], fields)
+        plots.accuracy_vs_epsilon({}, out_dir / "minimal_epsilon.png", title="minimal epsilon: suite not run")
+    else:
         rows = [p for pts in result["targeted"].values() for p in pts]
         write_csv(out_dir / "targeted.csv", rows, TARGETED_FIELDS)
         write_csv(out_dir / "perceptibility.csv", result["perceptibility"], PERCEPTIBILITY_FIELDS)
@@ -60,7 +68,7 @@ def sweep_and_write(model, x, y, cfg: dict, out_dir: Path, progress=print) -> di
         plots.accuracy_vs_epsilon({n: [{"epsilon": e, "robust_accuracy": me["curves"][n][i]}
                                        for i, e in enumerate(me["grid"])] for n in names},
                                   out_dir / "minimal_epsilon.png", title="robust accuracy from per-image minimal epsilon")
-        (out_dir / "suite_table.md").write_text(suite_markdown(sweeps, result, cfg))
+    (out_dir / "suite_table.md").write_text(suite_markdown(sweeps, result, cfg))
     k = cfg["grid_examples"]
     if k:
         xs = x[:k].float() / 255.0
@@ -70,11 +78,15 @@ def sweep_and_write(model, x, y, cfg: dict, out_dir: Path, progress=print) -> di
         probs = {e: predict(model, v)[:, 1].numpy() for e, v in shown.items()}
         plots.adversarial_grid(xs, shown, clean_prob, probs, labels, out_dir / "examples.png")
         fig5 = {e: v for e, v in result["examples"].items() if v is not None and round(e, 6) in (0.1, 0.2, 0.3)}
+        if not fig5:  # grid without 0.1-0.3: its first three positive paper epsilons
+            fig5 = {e: result["examples"][e] for e in sorted(e for e in cfg["paper_epsilons"] if e > 0)[:3]}
         if fig5:  # the paper's figure 5: FGSM at epsilon 0.1, 0.2, 0.3
             plots.adversarial_grid(xs, fig5, clean_prob, {e: predict(model, v)[:, 1].numpy() for e, v in fig5.items()},
                                    labels, out_dir / "fgsm_fig5_grid.png")
         if "adversarial" in result:  # the paper's figure 3: original vs adversarial, predictions and confidences
             eps_p = cfg.get("perceptibility_epsilon", 2 / 255)
+            if result["adversarial"] and eps_p not in result["adversarial"].get("pgd", {eps_p: None}):
+                eps_p = next(iter(result["adversarial"]["pgd"]))  # suite not run: PGD's first epsilon
             full = {n for n, idx in result.get("subsets", {}).items() if len(idx) < len(x)}  # other images
             advs = {n: d[eps_p][:k] for n, d in result["adversarial"].items() if eps_p in d and n not in full}
             plots.original_vs_adversarial(xs, advs, predict(model, xs).numpy(),
