@@ -218,6 +218,15 @@ def test_minimal_perturbation_attacks(tiny_model, batch, name):
 
 
 @pytest.mark.parametrize("name", list(MINIMAL))
+def test_minimal_perturbation_batch_size_independent(tiny_model, batch, name):
+    x, y = batch
+    a = MINIMAL[name](tiny_model).perturb(x, y)
+    b = MINIMAL[name](tiny_model, batch_size=5).perturb(x, y)
+    assert torch.equal(predict(tiny_model, a).argmax(1), predict(tiny_model, b).argmax(1))
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(MINIMAL))
 def test_minimal_perturbation_known_answer_on_linear_model(name):
     # margin w.x + b = 0.1 with ||w||_2 = 2: the closest boundary point is 0.05 away in L2
     model = linear_model([1.0, -1.0, 1.0, -1.0], -0.1)
