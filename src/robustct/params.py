@@ -197,6 +197,7 @@ def check_params(params: dict) -> list[str]:
         pgd = attack.get("pgd", {})
         _need(pgd, "steps", int, "attack.pgd", problems, 1, 10_000)
         _need(pgd, "restarts", int, "attack.pgd", problems, 1, 100)
+        problems += check_attack_suite(attack)
     defend = params.get("defend")
     if defend is not None:
         if defend.get("method") != "pgd_at":
@@ -210,4 +211,58 @@ def check_params(params: dict) -> list[str]:
         _need(gate, "min_robust_accuracy", float, "gate", problems, 0, 1)
         if gate.get("attack") not in ("fgsm", "pgd"):
             problems.append(f"gate.attack {gate.get('attack')!r} is unknown; valid: fgsm, pgd")
+    return problems
+
+
+ATTACK_NAMES = ("fgsm", "pgd", "bim", "mim", "apgd_ce", "square", "cw_l2", "deepfool", "fgsm_min_eps")
+"""Attack names valid in ``attack.suite`` and ``attack.targeted.attacks`` (see robustct.attacks.ATTACKS)."""
+NOT_APPLICABLE_ATTACKS = {
+    "apgd_dlr": "DLR loss needs >= 3 classes; this is a 2-class problem, use apgd_ce",
+    "apgd_t": "targeted DLR loss needs >= 3 classes; this is a 2-class problem, use apgd_ce with targeted",
+}
+TARGETABLE = ("fgsm", "pgd", "bim", "mim", "apgd_ce", "cw_l2")
+SCENARIO_NAMES = ("fraud", "missed_diagnosis")
+
+
+def check_attack_suite(attack: dict) -> list[str]:
+    """Problems in the attack-suite keys of the ``attack`` section (names, sections, epsilons)."""
+    problems: list[str] = []
+    suite = attack.get("suite", [])
+    if not isinstance(suite, list):
+        return [f"attack.suite must be a list of attack names, got {suite!r}"]
+    for name in suite:
+        if name in NOT_APPLICABLE_ATTACKS:
+            problems.append(f"attack.suite: {name!r} does not apply ({NOT_APPLICABLE_ATTACKS[name]})")
+        elif name not in ATTACK_NAMES:
+            problems.append(f"attack.suite: unknown attack {name!r}; valid: {', '.join(ATTACK_NAMES)}")
+    for name in ATTACK_NAMES:
+        sec = attack.get(name)
+        if sec is None or name == "pgd":
+            continue
+        if not isinstance(sec, dict):
+            problems.append(f"attack.{name} must be a mapping, got {sec!r}")
+            continue
+        for key in ("steps", "restarts", "max_iter", "binary_search_steps"):
+            if key in sec:
+                _need(sec, key, int, f"attack.{name}", problems, 1, 100_000)
+        if sec.get("subset") is not None:
+            _need(sec, "subset", int, f"attack.{name}", problems, 1, 10_000_000)
+        for key in ("step_size", "epsilon_step", "max_epsilon"):
+            if sec.get(key) is not None:
+                try:
+                    parse_epsilon(sec[key], f"attack.{name}.{key}")
+                except ParamsError as exc:
+                    problems.append(str(exc))
+    targeted = attack.get("targeted") or {}
+    for name in targeted.get("attacks", []):
+        if name not in TARGETABLE:
+            problems.append(f"attack.targeted.attacks: {name!r} cannot run targeted; valid: {', '.join(TARGETABLE)}")
+    for name in targeted.get("scenarios", []):
+        if name not in SCENARIO_NAMES:
+            problems.append(f"attack.targeted.scenarios: unknown scenario {name!r}; valid: {', '.join(SCENARIO_NAMES)}")
+    if "perceptibility_epsilon" in attack:
+        try:
+            parse_epsilon(attack["perceptibility_epsilon"], "attack.perceptibility_epsilon")
+        except ParamsError as exc:
+            problems.append(str(exc))
     return problems

@@ -92,3 +92,33 @@ def training_curves(history: list[dict], path: Path) -> None:
     for a in ax:
         a.set_xlabel("epoch"); a.legend(fontsize=7); a.grid(alpha=0.3)
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+
+
+def original_vs_adversarial(x, x_adv: dict, clean_prob, adv_prob: dict, labels, path: Path, title: str = "") -> None:
+    """The reference paper's figure 3: original and adversarial images with predictions and confidences.
+
+    Args:
+        x: (K, 1, H, W) float in [0, 1]; x_adv: {attack name: (K, 1, H, W)};
+        clean_prob, adv_prob[name]: (K, 2) class probabilities (0 = non_covid, 1 = covid);
+        labels: (K,) true class names.
+    """
+    from .models import LABELS  # noqa: PLC0415
+
+    plt = _plt()
+    names = list(x_adv)
+    k = len(x)
+    fig, axes = plt.subplots(k, 1 + len(names), figsize=(1.9 * (1 + len(names)), 2.0 * k), squeeze=False)
+    for i in range(k):
+        c = int(np.argmax(clean_prob[i]))
+        axes[i, 0].imshow(x[i, 0], cmap="gray", vmin=0, vmax=1)
+        axes[i, 0].set_title(f"original ({labels[i]})\n{LABELS[c]} {clean_prob[i][c]:.2f}", fontsize=6)
+        for j, n in enumerate(names):
+            a = int(np.argmax(adv_prob[n][i]))
+            axes[i, 1 + j].imshow(x_adv[n][i, 0], cmap="gray", vmin=0, vmax=1)
+            axes[i, 1 + j].set_title(f"{n}\n{LABELS[a]} {adv_prob[n][i][a]:.2f}", fontsize=6,
+                                     color="red" if a != c else "black")
+    for ax in axes.flat:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .attacks import FGSM, PGD, eval_mode, fgsm_from_sign, input_gradient
+from .attacks import ATTACKS, FGSM, PGD, IterativeEpsilonFGSM, Square, eval_mode, fgsm_from_sign, input_gradient
 from .models import LABELS
 
 
@@ -99,30 +99,43 @@ def fgsm_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons: lis
 
 def attack_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str,
                  make_attack: Callable[[float], object], epsilons: list[float],
-                 batch_size: int = 32, progress: Callable[[str], None] | None = None) -> list[dict]:
+                 batch_size: int = 32, progress: Callable[[str], None] | None = None,
+                 adv_out: dict | None = None, clean_pred: torch.Tensor | None = None) -> list[dict]:
     """Run ``make_attack(epsilon).perturb`` at each epsilon and summarise.
 
+    The whole input goes to ``perturb`` at once; an attack with a ``batch_size`` of ``None``
+    gets ``batch_size`` (attacks batch internally, so random starts do not depend on it).
+
     Args:
+        x: (N, C, H, W) uint8 or float in [0, 1]; y: int64 (N,) true labels.
         name: attack name recorded in each point.
         make_attack: epsilon -> attack object with ``perturb(x, y)`` and ``config()``.
+        adv_out: if given, filled with ``{epsilon: x_adv (N, C, H, W) float on CPU}``.
+        clean_pred: int64 (N,) clean predictions when already known (saves a forward pass).
     """
-    device = next(model.parameters()).device
-    clean_pred = predict(model, x, batch_size).argmax(1)
+    clean_pred = predict(model, x, batch_size).argmax(1) if clean_pred is None else clean_pred
     points = []
     for e in epsilons:
         attack = make_attack(e)
-        preds, deltas = [], []
-        for i in range(0, len(x), batch_size):
-            xb, yb = _as_float(x[i:i + batch_size]).to(device), y[i:i + batch_size].to(device)
-            xa = attack.perturb(xb, yb)
-            with torch.no_grad(), eval_mode(model):
-                preds.append(model(xa).argmax(1).cpu())
-            deltas.append((xa - xb).cpu())
-        s = point_summary(y.cpu(), clean_pred, torch.cat(preds), torch.cat(deltas))
+        xa, xf = run_attack(model, attack, x, y, batch_size)
+        pred = predict(model, xa, batch_size).argmax(1)
+        s = point_summary(y.cpu(), clean_pred, pred, xa - xf)
         points.append({"attack": name, "epsilon": float(e), **s, "config": attack.config()})
+        if adv_out is not None:
+            adv_out[float(e)] = xa
         if progress:
             progress(f"{name} eps={e:.4f} robust_accuracy={s['robust_accuracy']:.3f}")
     return points
+
+
+def run_attack(model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor, batch_size: int = 32):
+    """``attack.perturb`` on the model's device; returns (x_adv, x) as float CPU tensors."""
+    device = next(model.parameters()).device
+    if getattr(attack, "batch_size", 0) is None:
+        attack.batch_size = batch_size
+    xf = _as_float(x)
+    xa = attack.perturb(xf.to(device), y.to(device)).cpu()
+    return xa, xf
 
 
 def paper_table(points: list[dict], paper: dict[float, float], label: str = "non_covid") -> list[dict]:
@@ -137,29 +150,267 @@ def paper_table(points: list[dict], paper: dict[float, float], label: str = "non
     return rows
 
 
-def standard_suite(model, x, y, cfg: dict, progress=None) -> dict:
-    """The project's sweep: FGSM on the paper grid and the standard grid, PGD on the standard grid.
+SCENARIOS = {"fraud": (0, 1), "missed_diagnosis": (1, 0)}
+"""Targeted clinical scenarios: (source class, target class). 0 = non_covid, 1 = covid."""
+
+LINF_SUITE = ("bim", "mim", "apgd_ce", "square")
+MINIMAL_SUITE = ("cw_l2", "deepfool")
+
+
+def make_attack(name: str, model, epsilon, cfg: dict, targeted: bool = False):
+    """Build attack ``name`` from its params section ``cfg`` (keys as in params.yaml ``attack.<name>``)."""
+    c = {k: v for k, v in (cfg or {}).items() if k != "subset"}
+    seed = c.pop("seed", 0)
+    if name == "fgsm":
+        return FGSM(model, epsilon, targeted=targeted)
+    if name in ("pgd", "bim", "mim", "apgd_ce"):
+        return ATTACKS[name](model, epsilon, seed=seed, targeted=targeted, **c)
+    if name == "square":
+        return Square(model, epsilon, seed=seed, **c)
+    if name in MINIMAL_SUITE:
+        return ATTACKS[name](model, seed=seed, targeted=targeted, **c)
+    raise ValueError(f"unknown attack {name!r}; valid: {', '.join(ATTACKS)}")
+
+
+def subset_index(n: int, size, seed: int) -> torch.Tensor:
+    """Sorted indices of a seeded random subset of ``size`` of ``n`` images (all if ``size`` is None/>= n)."""
+    if size is None or int(size) >= n:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=g)[: int(size)].sort().values
+
+
+def curve_from_minimal(eps_min: torch.Tensor, correct: torch.Tensor, epsilons: list[float]) -> list[float]:
+    """Robust accuracy at each epsilon from per-image minimal epsilons (pure function).
+
+    An image is robust at ``e`` when it is classified correctly and its minimal epsilon exceeds ``e``
+    (by more than 1e-6, float32 rounding; epsilon grids are multiples of 1/255 ~ 0.004).
 
     Args:
-        cfg: ``{"paper_epsilons", "standard_epsilons", "pgd": {...}, "batch_size", "seed", "grid_examples"}``
-            with epsilons already parsed to floats.
+        eps_min: float (N,), ``inf`` where no adversarial example was found; correct: bool (N,).
+    """
+    eps_min, correct = eps_min.cpu().double(), correct.cpu()
+    return [float((correct & (eps_min > e + 1e-6)).float().mean()) if len(correct) else float("nan")
+            for e in epsilons]
+
+
+def minimal_attack_points(model, x, y, attack, epsilons, batch_size=32, clean_pred=None):
+    """Run a minimal-perturbation attack once and read its points at each L-inf epsilon.
+
+    At epsilon ``e`` an image counts as broken when the attack found an adversarial example whose
+    L-inf norm is at most ``e`` (so the point is an upper bound on robust accuracy at ``e``).
 
     Returns:
-        ``{"fgsm_paper": [...], "fgsm": [...], "pgd": [...], "examples": {...}}``.
+        (points, info) with info ``{"eps_min_linf", "l2", "linf", "success", "x_adv"}`` per image.
     """
+    xa, xf = run_attack(model, attack, x, y, batch_size)
+    y = y.cpu()
+    clean_pred = predict(model, xf, batch_size).argmax(1) if clean_pred is None else clean_pred
+    adv_pred = predict(model, xa, batch_size).argmax(1)
+    delta = xa - xf
+    linf = delta.flatten(1).abs().amax(1) if len(xf) else torch.zeros(0)
+    l2 = delta.flatten(1).norm(dim=1) if len(xf) else torch.zeros(0)
+    success = (adv_pred != y) & (clean_pred == y)
+    eps_min = torch.where(clean_pred != y, torch.zeros_like(linf), torch.where(success, linf, torch.full_like(linf, float("inf"))))
+    points = []
+    for e in epsilons:
+        within = (success & (linf <= e + 1e-6))
+        pred_e = torch.where(within, adv_pred, clean_pred)
+        s = point_summary(y, clean_pred, pred_e, delta * within.view(-1, 1, 1, 1))
+        points.append({"attack": attack.name, "epsilon": float(e), **s, "config": attack.config(),
+                       "derived_from": "minimal perturbation (L-inf norm of the adversarial example found)"})
+    info = {"eps_min_linf": eps_min, "l2": l2, "linf": linf, "success": success, "x_adv": xa,
+            "unbounded_success_rate": float(success.sum() / max(int((clean_pred == y).sum()), 1)),
+            "median_l2": float(l2[success].median()) if success.any() else float("nan"),
+            "median_linf": float(linf[success].median()) if success.any() else float("nan")}
+    return points, info
+
+
+def targeted_points(model, x, y, name, make, epsilons, scenario, batch_size=32, progress=None):
+    """Targeted attack for one clinical scenario (``SCENARIOS``) at each epsilon.
+
+    targeted_success_rate: among source-class images classified correctly, the fraction the attack
+    moves to the target class; targeted_success_rate_all: the same over all source-class images.
+    """
+    src, tgt = SCENARIOS[scenario]
+    m = y == src
+    xs, ys = x[m], y[m]
+    clean_pred = predict(model, xs, batch_size).argmax(1)
+    correct = clean_pred == ys
+    target = torch.full_like(ys, tgt)
+    points = []
+    for e in epsilons:
+        attack = make(e)
+        xa, xf = run_attack(model, attack, xs, target, batch_size)
+        pred = predict(model, xa, batch_size).argmax(1)
+        hit = pred == tgt
+        s = point_summary(ys, clean_pred, pred, xa - xf)
+        points.append({"attack": name, "target_mode": scenario, "source": LABELS[src], "target": LABELS[tgt],
+                       "epsilon": float(e), "n": int(len(ys)), "clean_accuracy": s["clean_accuracy"],
+                       "robust_accuracy": s["robust_accuracy"],
+                       "targeted_success_rate": float((hit & correct).sum() / max(int(correct.sum()), 1)),
+                       "targeted_success_rate_all": float(hit.float().mean()) if len(ys) else float("nan"),
+                       "mean_linf": s["mean_linf"], "mean_l2": s["mean_l2"], "config": attack.config()})
+        if progress:
+            progress(f"{name} {scenario} eps={e:.4f} targeted_success_rate={points[-1]['targeted_success_rate']:.3f}")
+    return points
+
+
+def gradient_zero_fraction(model, x, y, batch_size=32, tol: float = 0.0) -> float:
+    """Fraction of images whose input gradient (cross-entropy) has L1 norm <= ``tol`` (gradient masking check)."""
+    device = next(model.parameters()).device
+    zero = 0
+    with eval_mode(model):
+        for i in range(0, len(x), batch_size):
+            g = input_gradient(model, _as_float(x[i:i + batch_size]).to(device), y[i:i + batch_size].to(device))
+            zero += int((g.flatten(1).abs().sum(1) <= tol).sum())
+    return zero / max(len(x), 1)
+
+
+def standard_suite(model, x, y, cfg: dict, progress=None) -> dict:
+    """The project's sweep: FGSM on the paper grid and the standard grid, PGD and the rest of the
+    suite (``cfg["suite"]``) on the standard grid, targeted scenarios, minimal-epsilon curves,
+    perceptibility and sanity flags.
+
+    Args:
+        x: (N, 1, H, W) uint8 or float in [0, 1]; y: int64 (N,).
+        cfg: ``{"paper_epsilons", "standard_epsilons", "pgd": {...}, "batch_size", "seed", "grid_examples"}``
+            with epsilons already parsed to floats; optional ``"suite"`` (attack names), one section per
+            attack (``"bim"``, ``"mim"``, ``"apgd_ce"``, ``"square"``, ``"cw_l2"``, ``"deepfool"``,
+            ``"fgsm_min_eps"``; ``subset`` = images attacked), ``"targeted"``, ``"perceptibility_epsilon"``,
+            ``"sanity"`` (thresholds).
+
+    Returns:
+        ``{"fgsm_paper": [...], "fgsm": [...], "pgd": [...], "examples": {...}}`` plus one point list per
+        further attack, ``"targeted"``, ``"minimal_epsilon"``, ``"perceptibility"``, ``"sanity"``,
+        ``"adversarial"`` (``{attack: {epsilon: x_adv}}`` at the perceptibility epsilon, for figures).
+    """
+    from . import perceptibility, sanity  # noqa: PLC0415
+
+    say = progress or (lambda s: None)
     bs = cfg.get("batch_size", 32)
     keep = cfg.get("grid_examples", 0)
+    seed = cfg.get("seed", 0)
+    std = cfg["standard_epsilons"]
+    suite = list(cfg.get("suite", []))
     fgsm_paper, examples = fgsm_sweep(model, x, y, cfg["paper_epsilons"], bs, keep)
-    fgsm_std, std_examples = fgsm_sweep(model, x, y, cfg["standard_epsilons"], bs, keep)
-    pgd_cfg = cfg["pgd"]
+    fgsm_std, std_examples = fgsm_sweep(model, x, y, std, bs, keep)
+    pgd_cfg = {"seed": seed, **cfg["pgd"]}
+    eps_p = cfg.get("perceptibility_epsilon", 2 / 255)
+    std_p = sorted(set(std) | {eps_p}) if suite else std
+    advs: dict = {}
 
     def make_pgd(e):
-        return PGD(model, e, steps=pgd_cfg["steps"], step_size=pgd_cfg.get("step_size"),
-                   restarts=pgd_cfg.get("restarts", 1), seed=cfg.get("seed", 0))
+        return make_attack("pgd", model, e, pgd_cfg)
 
-    pgd = attack_sweep(model, x, y, "pgd", make_pgd, cfg["standard_epsilons"], bs, progress)
-    return {"fgsm_paper": fgsm_paper, "fgsm": fgsm_std, "pgd": pgd,
-            "examples": {**examples, **std_examples}}
+    pgd_adv: dict = {}
+    pgd = attack_sweep(model, x, y, "pgd", make_pgd, std_p, bs, progress, pgd_adv)
+    result = {"fgsm_paper": fgsm_paper, "fgsm": fgsm_std, "pgd": [p for p in pgd if p["epsilon"] in std],
+              "examples": {**examples, **std_examples}}
+    if not suite:  # the original FGSM + PGD sweep only
+        e_fig = eps_p if eps_p in pgd_adv else min(pgd_adv, default=None)
+        result["adversarial"] = {"pgd": {e_fig: pgd_adv[e_fig]}} if e_fig is not None else {}
+        return result
+    advs["pgd"] = {eps_p: pgd_adv[eps_p]}
+    xf = _as_float(x)
+    y = y.cpu()
+    clean_pred = predict(model, xf, bs).argmax(1)
+    correct = clean_pred == y
+    per_sample = {"pgd": {p["epsilon"]: pgd_adv[p["epsilon"]] for p in pgd}}
+    minimal: dict = {"curves": {}, "norms": {}}
+    subsets = {}
+    for name in suite:
+        if name in ("fgsm", "pgd"):
+            continue
+        acfg = {"seed": seed, **cfg.get(name, {})}
+        idx = subset_index(len(x), acfg.get("subset"), seed)
+        subsets[name] = idx
+        if name in LINF_SUITE:
+            out: dict = {}
+            pts = attack_sweep(model, xf[idx], y[idx], name, lambda e, n=name, c=acfg: make_attack(n, model, e, c),
+                               std_p, bs, progress, out, clean_pred[idx])
+            result[name] = [p for p in pts if p["epsilon"] in std]
+            advs[name] = {eps_p: out[eps_p]}
+            per_sample[name] = out
+        elif name in MINIMAL_SUITE:
+            pts, info = minimal_attack_points(model, xf[idx], y[idx], make_attack(name, model, None, acfg), std, bs,
+                                              clean_pred[idx])
+            result[name] = pts
+            minimal["curves"][f"{name}_linf"] = (info["eps_min_linf"], correct[idx])
+            minimal["norms"][name] = {k: info[k] for k in ("unbounded_success_rate", "median_l2", "median_linf")}
+            minimal["norms"][name]["n"] = int(len(idx))
+            advs[name] = {"minimal": info["x_adv"]}
+            say(f"{name}: unbounded success {info['unbounded_success_rate']:.3f}, median L2 {info['median_l2']:.4f}")
+        elif name == "fgsm_min_eps":
+            atk = IterativeEpsilonFGSM(model, acfg.get("max_epsilon", 0.3), acfg.get("epsilon_step", 1 / 255),
+                                       batch_size=bs)
+            e_min, _ = atk.minimal_epsilon(xf[idx].to(next(model.parameters()).device),
+                                           y[idx].to(next(model.parameters()).device))
+            e_min = e_min.cpu()
+            minimal["curves"]["fgsm_min_eps"] = (e_min, correct[idx])
+            minimal["fgsm_min_eps_config"] = atk.config()
+            result[name] = [{"attack": name, "epsilon": float(e), "n": int(len(idx)),
+                             "clean_accuracy": float(correct[idx].float().mean()),
+                             "robust_accuracy": r, "config": atk.config(),
+                             "derived_from": "per-image minimal FGSM epsilon (paper Algorithm 1)"}
+                            for e, r in zip(std, curve_from_minimal(e_min, correct[idx], std))]
+            say(f"fgsm_min_eps: median minimal epsilon {float(e_min.median()):.4f}")
+        else:
+            raise ValueError(f"unknown attack {name!r} in the suite; valid: {', '.join(ATTACKS)}")
+
+    # targeted clinical scenarios
+    tcfg = cfg.get("targeted", {})
+    result["targeted"] = {}
+    for name in tcfg.get("attacks", []):
+        acfg = pgd_cfg if name == "pgd" else {"seed": seed, **cfg.get(name, {})}
+        for scen in tcfg.get("scenarios", list(SCENARIOS)):
+            result["targeted"][f"{name}/{scen}"] = targeted_points(
+                model, xf, y, name, lambda e, n=name, c=acfg: make_attack(n, model, e, c, targeted=True),
+                std, scen, batch_size=bs, progress=progress)
+
+    # the whole curve from one run, checked against the explicit fixed-epsilon runs
+    if "pgd" in per_sample:  # union over the sweep: broken at some epsilon <= e
+        e_min = torch.full((len(y),), float("inf"))
+        for e in sorted(per_sample["pgd"]):
+            broken = predict(model, per_sample["pgd"][e], bs).argmax(1) != y
+            e_min = torch.where(broken & torch.isinf(e_min), torch.full_like(e_min, e), e_min)
+        minimal["curves"]["pgd_union"] = (torch.where(correct, e_min, torch.zeros_like(e_min)), correct)
+    grid_step = cfg.get("fgsm_min_eps", {}).get("epsilon_step", 1 / 255)
+    grid_max = max([cfg.get("fgsm_min_eps", {}).get("max_epsilon", 0.3)] + std)
+    grid = [k * grid_step for k in range(int(grid_max / grid_step + 1e-9) + 1)]
+    curves = {k: curve_from_minimal(e, c, grid) for k, (e, c) in minimal["curves"].items()}
+    check = []
+    if "fgsm_min_eps" in minimal["curves"]:
+        e_min, c = minimal["curves"]["fgsm_min_eps"]
+        idx = subsets["fgsm_min_eps"]
+        for p in fgsm_std + [q for q in fgsm_paper if q["epsilon"] <= grid_max + 1e-9]:
+            if len(idx) != len(y):
+                break
+            from_min = curve_from_minimal(e_min, c, [p["epsilon"]])[0]
+            check.append({"attack": "fgsm", "epsilon": p["epsilon"], "from_minimal": from_min,
+                          "fixed": p["robust_accuracy"], "difference": from_min - p["robust_accuracy"]})
+    result["minimal_epsilon"] = {"grid": grid, "curves": curves, "norms": minimal["norms"], "check": check,
+                                 "median_minimal_epsilon": {k: float(e[c].median()) if c.any() else float("nan")
+                                                            for k, (e, c) in minimal["curves"].items()}}
+
+    # perceptibility at the perceptibility epsilon (successful adversarial images only)
+    perc = []
+    for name, d in advs.items():
+        idx = subsets.get(name, torch.arange(len(y)))
+        for key, xa in d.items():
+            stats = perceptibility.per_sample(xf[idx], xa)
+            ok = (predict(model, xa, bs).argmax(1) != y[idx]) & correct[idx]
+            perc.append({"attack": name, "epsilon": key if key == "minimal" else float(key), "n": int(len(idx)),
+                         "n_success": int(ok.sum()), **perceptibility.medians(stats, ok.numpy())})
+    result["perceptibility"] = perc
+    result["adversarial"] = advs
+    result["subsets"] = subsets
+    result["clean_accuracy"] = float(correct.float().mean())
+    result["sanity"] = sanity.sanity_flags(result, gradient_zero_fraction(model, x, y, bs), cfg.get("sanity", {}))
+    for k, v in result["sanity"]["flags"].items():
+        if v["flag"]:
+            say(f"SANITY FLAG {k}: {v['detail']}")
+    return result
 
 
 def lookup(points: list[dict], epsilon: float, key: str = "robust_accuracy") -> float:
@@ -170,5 +421,6 @@ def lookup(points: list[dict], epsilon: float, key: str = "robust_accuracy") -> 
     raise KeyError(f"epsilon {epsilon} not in the sweep ({[p['epsilon'] for p in points]})")
 
 
-__all__ = ["FGSM", "PGD", "attack_sweep", "fgsm_sweep", "lookup", "paper_table", "point_summary",
-           "predict", "standard_suite"]
+__all__ = ["FGSM", "PGD", "SCENARIOS", "attack_sweep", "curve_from_minimal", "fgsm_sweep", "lookup",
+           "make_attack", "minimal_attack_points", "paper_table", "point_summary", "predict", "run_attack",
+           "standard_suite", "targeted_points"]

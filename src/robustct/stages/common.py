@@ -76,27 +76,64 @@ def device() -> torch.device:
     return torch.device(name)
 
 
+SUITE_SECTIONS = ("bim", "mim", "apgd_ce", "square", "cw_l2", "deepfool", "fgsm_min_eps")
+EPSILON_KEYS = ("step_size", "epsilon_step", "max_epsilon")
+
+
 def sweep_config(attack_params: dict) -> dict:
-    """The ``attack`` params section with epsilons parsed to floats."""
+    """The ``attack`` params section with epsilons parsed to floats.
+
+    Besides the FGSM/PGD keys it passes on ``suite`` (attack names), one section per attack in
+    ``SUITE_SECTIONS`` (``step_size``, ``epsilon_step`` and ``max_epsilon`` parsed as epsilons),
+    ``targeted``, ``perceptibility_epsilon`` and ``sanity``.
+    """
     pgd = dict(attack_params["pgd"])
     if pgd.get("step_size") is not None:
         pgd["step_size"] = parse_epsilon(pgd["step_size"], "attack.pgd.step_size")
-    return {
+    cfg = {
         "paper_epsilons": [parse_epsilon(e, "attack.fgsm_paper_epsilons") for e in attack_params["fgsm_paper_epsilons"]],
         "standard_epsilons": [parse_epsilon(e, "attack.standard_epsilons") for e in attack_params["standard_epsilons"]],
         "pgd": pgd, "batch_size": int(attack_params.get("batch_size", 32)),
         "grid_examples": int(attack_params.get("grid_examples", 4)), "seed": int(attack_params.get("seed", 0)),
+        "suite": list(attack_params.get("suite", [])),
+        "targeted": dict(attack_params.get("targeted", {})),
+        "sanity": dict(attack_params.get("sanity", {})),
+        "perceptibility_epsilon": parse_epsilon(attack_params.get("perceptibility_epsilon", "2/255"),
+                                                "attack.perceptibility_epsilon"),
     }
+    for name in SUITE_SECTIONS:
+        sec = dict(attack_params.get(name) or {})
+        for k in EPSILON_KEYS:
+            if sec.get(k) is not None:
+                sec[k] = parse_epsilon(sec[k], f"attack.{name}.{k}")
+        cfg[name] = sec
+    return cfg
+
+
+POINT_METRICS = ("robust_accuracy", "robust_accuracy_non_covid", "robust_accuracy_covid",
+                 "attack_success_rate", "mean_linf", "mean_l2")
+TARGETED_METRICS = ("targeted_success_rate", "targeted_success_rate_all", "robust_accuracy")
+
+
+def point_lists(result: dict) -> dict[str, list[dict]]:
+    """The untargeted sweep curves of a result: ``{key: [points]}`` (fgsm_paper, fgsm, pgd first)."""
+    keys = ["fgsm_paper", "fgsm", "pgd"] + [k for k in result if k not in ("fgsm_paper", "fgsm", "pgd")]
+    return {k: result[k] for k in keys if isinstance(result.get(k), list) and result[k]
+            and isinstance(result[k][0], dict) and "epsilon" in result[k][0] and "attack" in result[k][0]
+            and "robust_accuracy" in result[k][0]}
 
 
 def flat_sweep_metrics(result: dict) -> dict:
-    """DVC-friendly nested dict: ``{attack: {epsilon label: {robust_accuracy, ...}}}``."""
+    """DVC-friendly nested dict: ``{attack: {epsilon label: {robust_accuracy, ...}}}``, plus
+    ``targeted`` (``{attack/scenario: {epsilon: {targeted_success_rate, ...}}}``) and ``sanity`` flags
+    (1 = raised) when present."""
     out = {}
-    for key in ("fgsm_paper", "fgsm", "pgd"):
-        out[key] = {
-            format_epsilon(p["epsilon"]): {k: p[k] for k in (
-                "robust_accuracy", "robust_accuracy_non_covid", "robust_accuracy_covid",
-                "attack_success_rate", "mean_linf", "mean_l2")}
-            for p in result[key]
-        }
+    for key, pts in point_lists(result).items():
+        out[key] = {format_epsilon(p["epsilon"]): {k: p[k] for k in POINT_METRICS if k in p} for p in pts}
+    if result.get("targeted"):
+        out["targeted"] = {name: {format_epsilon(p["epsilon"]): {k: p[k] for k in TARGETED_METRICS} for p in pts}
+                           for name, pts in result["targeted"].items()}
+    if result.get("sanity"):
+        out["sanity"] = {k: int(v["flag"]) for k, v in result["sanity"]["flags"].items()}
+        out["sanity"]["any"] = int(result["sanity"]["any"])
     return out
