@@ -205,6 +205,8 @@ def check_params(params: dict) -> list[str]:
         _need(defend, "steps", int, "defend", problems, 1, 1000)
         if defend.get("batchnorm") not in ("eval", "train"):
             problems.append("defend.batchnorm must be 'eval' (freeze statistics) or 'train'")
+        if defend.get("attack_suite", "standard") not in ("standard", "full"):
+            problems.append(f"defend.attack_suite {defend.get('attack_suite')!r} is unknown; valid: standard, full")
     gate = params.get("gate")
     if gate is not None:
         _need(gate, "min_clean_accuracy", float, "gate", problems, 0, 1)

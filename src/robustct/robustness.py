@@ -2,7 +2,9 @@
 
 Definitions (per sweep point, over the evaluated images):
 - clean accuracy: fraction classified correctly without attack;
-- robust accuracy: fraction classified correctly after the attack;
+- robust accuracy: fraction classified correctly both without and after the attack (an image
+  the model already gets wrong counts as broken, as in Croce & Hein's AutoAttack), so it is
+  never above clean accuracy;
 - attack success rate: fraction of the clean-correct images that the attack makes wrong;
 - mean L-infinity / L2 norm of the perturbation ``x_adv - x`` (pixel units, [0, 1] scale).
 """
@@ -41,7 +43,8 @@ def point_summary(y: torch.Tensor, clean_pred: torch.Tensor, adv_pred: torch.Ten
         y, clean_pred, adv_pred: int64 (N,).
         delta: perturbation (N, C, H, W).
     """
-    correct, robust = clean_pred == y, adv_pred == y
+    correct = clean_pred == y
+    robust = correct & (adv_pred == y)  # a misclassified image is not robust, whatever the attack returns
     flat = delta.flatten(1)
     out = {
         "n": int(len(y)),

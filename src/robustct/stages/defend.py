@@ -60,7 +60,10 @@ def run(params: dict, data_root: Path, base_model: Path = OUT / "train" / "model
         write_csv(out_dir / "history.csv", history, list(history[0]))
         plots.training_curves(history, out_dir / "training_curves.png")
         rep = report_for(trained, data_root, split_dir, params["evaluate"], out_dir / "evaluation")
-        sweeps = sweep_and_write(trained, *test, sweep_config(params["attack"]), out_dir / "attack")
+        sweep_cfg = sweep_config(params["attack"])
+        if cfg.get("attack_suite", "standard") == "standard":  # FGSM + PGD only; "full" reruns the whole suite
+            sweep_cfg.update(suite=[], targeted={})
+        sweeps = sweep_and_write(trained, *test, sweep_cfg, out_dir / "attack")
         return trained, rep, sweeps
 
     run_info = {}
