@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 export PATH="$PWD/.venv/bin:$PATH"
 robustct fetch-data "$@"      # copies ../shared/datasets/covid-ct (or --url for upstream), checks SHA256SUMS
-dvc commit -f -q data.dvc     # put data/ in the DVC cache (then `dvc push` works for a remote) ...
+dvc commit -f -q data.dvc     # cache data/ (so `dvc push` to a remote works); next line: still the pinned version?
 git diff --quiet -- data.dvc || { echo "error: data/ differs from the version pinned in data.dvc" >&2; exit 1; }
 time dvc repro
 dvc metrics show
