@@ -50,7 +50,9 @@ def accuracy_vs_epsilon(curves: dict[str, list[dict]], path: Path, paper: dict |
     if log_x:
         ax.set_xscale("log")
     ax.set(xlabel="epsilon (L-inf, [0,1] pixel units)", ylabel=key.replace("_", " "), ylim=(-0.02, 1.02), title=title)
-    ax.grid(alpha=0.3); ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    if curves or paper:
+        ax.legend(fontsize=7)
     fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
 
 
