@@ -71,8 +71,10 @@ def main(argv=None) -> None:
     paper = [round(0.1 * k, 1) for k in range(11)]
     rows = []
 
-    def acc(xa):
-        return float((predict(model, xa, bs).argmax(1) == y).float().mean())
+    clean_ok = predict(model, xf, bs).argmax(1) == y
+
+    def acc(xa):  # robust accuracy as the sweeps define it: correct without and with the attack
+        return float(((predict(model, xa, bs).argmax(1) == y) & clean_ok).float().mean())
 
     # 1. FGSM sweep, 11 epsilons
     t_sweep, (pts, _) = timed(lambda: fgsm_sweep(model, x, y, paper, bs), a.repeats)
