@@ -7,7 +7,7 @@ import torch
 
 from robustct import perceptibility
 from robustct.params import ParamsError, check_params, load_params
-from robustct.robustness import curve_from_minimal, standard_suite
+from robustct.robustness import curve_from_minimal
 from robustct.sanity import sanity_flags
 from robustct.stages.attack import log_sweep, sweep_and_write
 from robustct.stages.common import flat_sweep_metrics, sweep_config

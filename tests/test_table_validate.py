@@ -1,7 +1,5 @@
 import shutil
 
-import pytest
-
 from robustct.data.table import build_table, read_metadata, source_of
 from robustct.data.validate import run_suite
 

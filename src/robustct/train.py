@@ -20,7 +20,7 @@ from torchvision.transforms import v2
 
 from .attacks import PGD
 from .metrics import point_metrics
-from .robustness import _as_float, predict
+from .robustness import _as_float, attack_sweep, predict
 
 
 def seed_everything(seed: int) -> None:
@@ -112,18 +112,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return {"loss": loss, "accuracy": m["accuracy"], "auc": m["auc"], "p_covid": p}
 
 
-def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: PGD, batch_size: int = 64) -> float:
-    """Accuracy under ``attack`` (eval mode)."""
-    device = next(model.parameters()).device
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        xb, yb = _as_float(x[i:i + batch_size]).to(device), y[i:i + batch_size].to(device)
-        xa = attack.perturb(xb, yb)
-        with torch.no_grad():
-            correct += int((model.eval()(xa).argmax(1) == yb).sum())
-    return correct / max(len(x), 1)
-
-
 def fit(model: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, batch_size: int, seed: int,
         augment: Callable | None = None, weight_decay: float = 0.0, adversary: PGD | None = None,
         val_attack: PGD | None = None, schedule: str = "constant", bn_eval: bool = False,
@@ -163,7 +151,9 @@ def fit(model: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, b
                "val_auc": ev["auc"]}
         score = ev["accuracy"]
         if val_attack is not None:
-            row["val_robust_accuracy"] = robust_accuracy(model, *val, val_attack)
+            clean_pred = torch.as_tensor((ev["p_covid"] > 0.5).astype("int64"))  # argmax of 2 classes
+            row["val_robust_accuracy"] = attack_sweep(model, *val, "val", lambda e: val_attack, [val_attack.epsilon],
+                                                      clean_pred=clean_pred)[0]["robust_accuracy"]
             score = row["val_robust_accuracy"] if select == "robust" else (row["val_robust_accuracy"] + ev["accuracy"]) / 2
         key = (score, ev["accuracy"], -ev["loss"])
         if best_key is None or key > best_key:
