@@ -39,7 +39,7 @@ def main(argv=None) -> None:
     from robustct.models import build_model, load_checkpoint
     from robustct.params import parse_epsilon
     from robustct.robustness import fgsm_sweep, predict
-    from robustct.stages.common import load_split_tensors
+    from robustct.io import load_split_tensors
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="outputs/train/model.pt")

@@ -9,8 +9,8 @@ from robustct import perceptibility
 from robustct.params import ParamsError, check_params, load_params
 from robustct.robustness import curve_from_minimal
 from robustct.sanity import sanity_flags
-from robustct.stages.attack import log_sweep, sweep_and_write
-from robustct.stages.common import flat_sweep_metrics, sweep_config
+from robustct.sweep_report import log_sweep, sweep_and_write
+from robustct.io import flat_sweep_metrics, sweep_config
 
 ATTACK = {
     "fgsm_paper_epsilons": [0, 0.1, 0.2, 0.3, 1.0],

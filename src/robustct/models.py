@@ -183,6 +183,15 @@ class _EffNetFeatures(nn.Module):
         return self.net.forward_features(x)
 
 
+BACKBONES = {
+    "efficientnet_lite0": _efficientnet_lite0,
+    "resnet18": lambda weights: _torchvision_resnet("resnet18", weights),
+    "resnet50": lambda weights: _torchvision_resnet("resnet50", weights),
+}
+"""Backbone name -> builder ``weights -> (features, stage names, feature width, mean, std)``; the one list of
+valid ``train.backbone`` values."""
+
+
 def build_model(backbone: str, weights: str = "imagenet", image_size: int = 224, dropout: float = 0.5,
                 freeze_backbone: bool = True) -> Classifier:
     """Build a classifier.
@@ -199,12 +208,9 @@ def build_model(backbone: str, weights: str = "imagenet", image_size: int = 224,
         WeightsUnavailableError: ImageNet weights cannot be had (message says how to provide them).
         FileNotFoundError: ``weights`` is a path that does not exist.
     """
-    if backbone in ("resnet50", "resnet18"):
-        features, stages, nf, mean, std = _torchvision_resnet(backbone, weights)
-    elif backbone == "efficientnet_lite0":
-        features, stages, nf, mean, std = _efficientnet_lite0(weights)
-    else:
-        raise ValueError(f"unknown backbone {backbone!r}; valid: efficientnet_lite0, resnet18, resnet50")
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
+    features, stages, nf, mean, std = BACKBONES[backbone](weights)
     config = dict(backbone=backbone, weights=str(weights), image_size=int(image_size), dropout=float(dropout),
                   mean=list(mean), std=list(std), labels=list(LABELS), threshold=0.5)
     model = Classifier(features, stages, nf, config)

@@ -11,7 +11,6 @@ from typing import Any
 
 import yaml
 
-BACKBONES = ("efficientnet_lite0", "resnet18", "resnet50")
 
 
 class ParamsError(ValueError):
@@ -168,6 +167,8 @@ def check_params(params: dict) -> list[str]:
         _need(sec, "seed", int, name, problems)
     train = params.get("train")
     if train is not None:
+        from .models import BACKBONES  # noqa: PLC0415
+
         if train.get("backbone") not in BACKBONES:
             problems.append(f"train.backbone {train.get('backbone')!r} is unknown; valid: {', '.join(BACKBONES)}")
         _need(train, "image_size", int, "train", problems, 32, 1024)

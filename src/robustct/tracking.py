@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 EXPERIMENT = "covid-ct-robustness"
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def mlruns_dir() -> Path:
@@ -80,3 +81,31 @@ def standard_tags(split_dir: Path | None = None) -> dict[str, str]:
             if f.is_file():
                 tags[f"split_{name}_sha256"] = file_hash(f)
     return tags
+
+
+def log_model(mlflow, model, x_example) -> str:
+    """Log ``model`` with the PyTorch flavour, a signature and an input example; return its URI."""
+    import torch  # noqa: PLC0415
+    from mlflow.models import infer_signature  # noqa: PLC0415
+
+    model = model.cpu().eval()
+    example = (x_example[:2].float() / 255.0).numpy()
+    with torch.no_grad():
+        out = model(torch.from_numpy(example)).numpy()
+    info = mlflow.pytorch.log_model(
+        model, name="model", signature=infer_signature(example, out), input_example=example,
+        code_paths=[str(PACKAGE_DIR)],
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "torchvision==0.29.1", "timm>=1.0,<2"],
+    )
+    return info.model_uri
+
+
+def flatten_params(d: dict, prefix: str = "") -> dict:
+    """Nested params as ``{"a.b": value}`` (MLflow params are flat)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten_params(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

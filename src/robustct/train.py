@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from .attacks import PGD
-from .metrics import point_metrics
+from .metrics import best_threshold, point_metrics
 from .robustness import _as_float, attack_sweep, predict
 
 
@@ -168,3 +168,11 @@ def fit(model: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, b
         adversary.epsilon, adversary.step_size = target
     model.load_state_dict(best_state)
     return model.eval(), history
+
+
+def choose_threshold(model, val, rule: str) -> float:
+    """``0.5`` or ``val_youden`` (balanced accuracy on the validation split)."""
+    if rule == "val_youden":
+        ev = evaluate(model, *val)
+        return best_threshold(val[1].numpy(), ev["p_covid"])
+    return 0.5

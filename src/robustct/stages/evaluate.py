@@ -3,41 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import plots
-from ..metrics import evaluation_report
+from ..evaluation import log_report, report_for
 from ..models import load_checkpoint
-from ..robustness import predict
-from .common import OUT, device, load_split_tensors, read_json, read_split, write_csv, write_json
-
-
-def report_for(model, data_root: Path, split_dir: Path, cfg: dict, out_dir: Path) -> dict:
-    """Evaluate ``model`` on the test split; write metrics.json, roc.csv, predictions.csv and plots."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    x, y = load_split_tensors(data_root, split_dir, "test", model.config["image_size"])
-    p = predict(model, x)[:, 1].numpy()
-    # the model's threshold is folded into its logits, so 0.5 on its probabilities is its decision rule
-    rep = evaluation_report(y.numpy(), p, 0.5, int(cfg.get("bootstrap", 1000)), int(cfg.get("seed", 0)))
-    rep["model_threshold"] = model.config["threshold"]
-    write_json(out_dir / "metrics.json", {k: rep[k] for k in ("n", "threshold", "model_threshold", "metrics",
-                                                              "confusion_matrix")})
-    roc = rep["roc"]
-    write_csv(out_dir / "roc.csv", [dict(fpr=a, tpr=b) for a, b in zip(roc["fpr"], roc["tpr"])], ["fpr", "tpr"])
-    test = read_split(split_dir, "test")
-    write_csv(out_dir / "predictions.csv",
-              [dict(path=pa, label=int(t), p_covid=float(q)) for pa, t, q in zip(test.path, y.tolist(), p)],
-              ["path", "label", "p_covid"])
-    plots.roc_plot(roc, rep["metrics"]["auc"]["value"], out_dir / "roc.png")
-    plots.confusion_plot(rep["confusion_matrix"]["rows_true_cols_pred"], ["non_covid", "covid"], out_dir / "confusion.png")
-    return rep
-
-
-def log_report(mlflow, rep: dict, out_dir: Path, prefix: str = "test_") -> None:
-    for k, v in rep["metrics"].items():
-        mlflow.log_metrics({f"{prefix}{k}": v["value"], f"{prefix}{k}_ci_low": v["ci_low"],
-                            f"{prefix}{k}_ci_high": v["ci_high"]})
-    for f in ("metrics.json", "roc.png", "confusion.png", "predictions.csv"):
-        mlflow.log_artifact(str(Path(out_dir) / f), "evaluation")
+from ..io import OUT, device, read_json
 
 
 def run(params: dict, data_root: Path, model_path: Path = OUT / "train" / "model.pt",

@@ -6,7 +6,7 @@ from pathlib import Path
 from ..gate import choose_champion, evaluate_gate, format_verdict
 from ..params import parse_epsilon
 from ..robustness import lookup
-from .common import OUT, read_json, write_json
+from ..io import OUT, read_json, write_json
 
 CANDIDATES = {
     "baseline": {"evaluation": OUT / "evaluate" / "metrics.json", "sweep": OUT / "attack" / "sweep.json",

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..data.split import SPLITS, LeakageError, audit_split_files, make_split
-from .common import OUT, write_json
+from ..io import OUT, write_json
 
 
 def run(params: dict, table_csv: Path = OUT / "validate" / "table.csv", out_dir: Path = OUT / "split",

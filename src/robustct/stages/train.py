@@ -3,40 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 
 from .. import plots
-from ..metrics import best_threshold, point_metrics
+from ..metrics import point_metrics
 from ..models import build_model, save_checkpoint
-from ..train import evaluate, fit, make_augment, seed_everything
-from .common import OUT, device, load_split_tensors, write_csv, write_json
-
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
-
-
-def log_model(mlflow, model, x_example: torch.Tensor) -> str:
-    """Log ``model`` with the PyTorch flavour, a signature and an input example; return its URI."""
-    from mlflow.models import infer_signature  # noqa: PLC0415
-
-    model = model.cpu().eval()
-    example = (x_example[:2].float() / 255.0).numpy()
-    with torch.no_grad():
-        out = model(torch.from_numpy(example)).numpy()
-    info = mlflow.pytorch.log_model(
-        model, name="model", signature=infer_signature(example, out), input_example=example,
-        code_paths=[str(PACKAGE_DIR)],
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "torchvision==0.29.1", "timm>=1.0,<2"],
-    )
-    return info.model_uri
-
-
-def choose_threshold(model, val, rule: str) -> float:
-    """``0.5`` or ``val_youden`` (balanced accuracy on the validation split)."""
-    if rule == "val_youden":
-        ev = evaluate(model, *val)
-        return best_threshold(val[1].numpy(), ev["p_covid"])
-    return 0.5
-
+from ..train import choose_threshold, evaluate, fit, make_augment, seed_everything
+from ..io import OUT, device, load_split_tensors, write_csv, write_json
 
 def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir: Path = OUT / "train",
         track: bool = True) -> dict:
@@ -70,13 +42,13 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
         mlflow = tracking.setup()
         with mlflow.start_run(run_name=f"train-{cfg['backbone']}",
                               tags={**tracking.standard_tags(split_dir), "stage": "train", "candidate": "baseline"}) as r:
-            mlflow.log_params(_flat(cfg))
+            mlflow.log_params(tracking.flatten_params(cfg))
             trained, history, metrics = body(lambda m, step: mlflow.log_metrics(m, step=step))
             mlflow.log_metrics({**metrics, "threshold": trained.config["threshold"]})
             out_dir.mkdir(parents=True, exist_ok=True)
             plots.training_curves(history, out_dir / "training_curves.png")
             mlflow.log_artifact(str(out_dir / "training_curves.png"))
-            uri = log_model(mlflow, trained, val[0])
+            uri = tracking.log_model(mlflow, trained, val[0])
             run_info = {"run_id": r.info.run_id, "model_uri": uri}
             trained.to(dev)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -89,13 +61,3 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
     write_json(out_dir / "metrics.json", {**metrics, "threshold": trained.config["threshold"],
                                           "epochs_run": len(history), "selected_epoch": selected})
     return metrics
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out

@@ -21,7 +21,7 @@ from ..data.duplicates import clusters, find_duplicates
 from ..data.shortcut import audit
 from ..data.table import build_table
 from ..data.validate import run_suite
-from .common import OUT, write_json
+from ..io import OUT, write_json
 
 DEFAULTS = {"on_error": "fail", "max_pixels": 50_000_000,
             "near_duplicates": {"max_hash_distance": 8, "min_ssim": 0.9},

@@ -1,4 +1,4 @@
-"""Shared input/output helpers of the pipeline stages (no math here)."""
+"""Shared input/output helpers (atomic JSON, CSV, split files, device choice, sweep config): no math here."""
 from __future__ import annotations
 
 import csv
@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..params import format_epsilon, parse_epsilon
+from .params import format_epsilon, parse_epsilon
 
 OUT = Path("outputs")
 PAPER_FGSM_NON_COVID = {  # reference paper, non-COVID test images, accuracy under FGSM
@@ -63,7 +63,7 @@ def read_split(split_dir: Path, name: str) -> pd.DataFrame:
 
 def load_split_tensors(data_root: Path, split_dir: Path, name: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Preprocessed images (N, 1, size, size) uint8 and labels (N,) int64 of one split."""
-    from ..data.images import load_images  # noqa: PLC0415
+    from .data.images import load_images  # noqa: PLC0415
 
     df = read_split(split_dir, name)
     x = load_images(data_root, df.path.tolist(), size)
