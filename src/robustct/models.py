@@ -238,6 +238,10 @@ def load_checkpoint(path: Path, map_location="cpu") -> Classifier:
         raise FileNotFoundError(f"{path}: model checkpoint not found; run `dvc repro` (train/defend stage) first")
     ckpt = torch.load(path, map_location=map_location, weights_only=False)
     cfg = ckpt["config"]
+    if "defence" in cfg:  # a defence composed with the classifier rebuilds itself from config["defence"]
+        from .defences.preprocessing import rebuild_composite  # noqa: PLC0415
+
+        return rebuild_composite(ckpt)
     model = build_model(cfg["backbone"], "none", cfg["image_size"], cfg["dropout"], freeze_backbone=True)
     model.load_state_dict(ckpt["state_dict"])
     model.config = dict(cfg)

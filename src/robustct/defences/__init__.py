@@ -16,8 +16,13 @@ from __future__ import annotations
 from typing import Callable
 
 from .adversarial import train_pgd_at
+from .preprocessing import train_denoiser, train_input_transform
+from .smoothing import train_gaussian
 
 METHODS: dict[str, Callable] = {
     "pgd_at": train_pgd_at,
+    "denoiser": train_denoiser,  # DnCNN in front of the frozen baseline (defend.denoiser)
+    "input_transform": train_input_transform,  # bit depth / JPEG / median, BPDA + EOT (defend.input_transform)
+    "gaussian_smoothing": train_gaussian,  # randomized smoothing, certified L2 radius (defend.smoothing)
 }
 """``defend.method`` name -> training function."""
