@@ -3,6 +3,7 @@ the METHODS entries and checkpoint round trips."""
 from __future__ import annotations
 
 import math
+import pickle
 
 import pytest
 import torch
@@ -165,6 +166,7 @@ def test_input_transform_method_and_checkpoint(tmp_path):
     save_checkpoint(model, tmp_path / "t.pt")
     again = load_checkpoint(tmp_path / "t.pt")
     assert isinstance(again, TransformedClassifier) and again.config["defence"]["bits"] == 3
+    assert torch.allclose(pickle.loads(pickle.dumps(again))(xf), model(xf), atol=1e-6)  # MLflow pickles the module
     assert torch.allclose(again(xf), model(xf), atol=1e-6)
     with pytest.raises(ValueError, match="unknown key"):
         METHODS["input_transform"](base, None, val, {"input_transform": {"kind": "jpeg", "qualty": 3}}, None)

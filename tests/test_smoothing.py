@@ -3,6 +3,7 @@ the Clopper-Pearson bound, the soft smoothed model, the defend method and checkp
 from __future__ import annotations
 
 import math
+import pickle
 
 import pytest
 import torch
@@ -126,6 +127,7 @@ def test_gaussian_smoothing_method_and_checkpoint(tmp_path):
     save_checkpoint(model, tmp_path / "s.pt")
     again = load_checkpoint(tmp_path / "s.pt")
     assert isinstance(again, SmoothedClassifier) and again.sigma == 0.25 and again.samples == 4
+    assert isinstance(pickle.loads(pickle.dumps(again)), SmoothedClassifier)  # MLflow pickles the module
     xf = x[:3].float() / 255
     with torch.no_grad():
         assert torch.allclose(again.base(xf), model.base.eval()(xf), atol=1e-5)
