@@ -23,7 +23,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from robustct.attacks import APGD, FGSM, PGD
-from robustct.defences import METHODS
+from robustct.defences import METHODS, get_method
 from robustct.io import load_split_tensors, write_json
 from robustct.models import load_checkpoint, save_checkpoint
 from robustct.robustness import gradient_zero_fraction, predict
@@ -77,7 +77,7 @@ def main():
         model, history = base, []
         model.set_threshold(choose_threshold(model, val, cfg["threshold"]))
     else:
-        model, history = METHODS[a.method](copy.deepcopy(base), train, val, cfg, None)
+        model, history = get_method(a.method)(copy.deepcopy(base), train, val, cfg, None)
     train_s = time.perf_counter() - t0
     ckpt = Path(a.out).with_suffix(".pt")
     save_checkpoint(model, ckpt)

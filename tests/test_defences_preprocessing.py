@@ -10,12 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustct.defences import METHODS
+from robustct.defences import get_method
 from robustct.defences.preprocessing import (
-    EOT, DenoisedClassifier, DenoiserConfig, DnCNN, InputTransform, TransformConfig, TransformedClassifier,
+    EOT, DenoisedClassifier, DnCNN, InputTransform, TransformedClassifier,
     adversarial_pairs, average_probabilities, bit_depth, jpeg, median_filter,
 )
 from robustct.models import build_model, load_checkpoint, save_checkpoint
+from robustct.params import DenoiserParams, InputTransformParams
 
 torch.set_num_threads(1)
 
@@ -30,7 +31,7 @@ def _grad(f, x, y):
                                  dict(kind="median", size=3)])
 def test_bpda_backward_is_the_gradient_at_the_transformed_point(tiny_model, tiny_batch, cfg):
     x, y = tiny_batch
-    t = InputTransform(TransformConfig(**cfg))
+    t = InputTransform(InputTransformParams(**cfg))
     through = _grad(lambda z: tiny_model(t(z)), x, y)
     with torch.no_grad():
         z = t.apply(x)
@@ -43,9 +44,9 @@ def test_bpda_backward_is_the_gradient_at_the_transformed_point(tiny_model, tiny
 def test_naive_backward_is_zero_for_bit_depth_and_jpeg_and_not_for_median(tiny_model, tiny_batch):
     x, y = tiny_batch
     for kind in ("bit_depth", "jpeg"):
-        t = InputTransform(TransformConfig(kind=kind, bpda=False))
+        t = InputTransform(InputTransformParams(kind=kind, bpda=False))
         assert _grad(lambda z: tiny_model(t(z)), x, y).abs().sum() == 0  # gradient masking: naive attacks see nothing
-    t = InputTransform(TransformConfig(kind="median", bpda=False))
+    t = InputTransform(InputTransformParams(kind="median", bpda=False))
     naive = _grad(lambda z: tiny_model(t(z)), x, y)
     t.cfg.bpda = True
     honest = _grad(lambda z: tiny_model(t(z)), x, y)
@@ -93,7 +94,7 @@ def test_random_jpeg_composite_gradient_is_the_eot_gradient_of_bpda(tiny_model, 
     x, y = tiny_batch
     k = 4
     tiny_model.config = {"threshold": 0.5}
-    comp = TransformedClassifier(InputTransform(TransformConfig(kind="jpeg", quality_range=[10, 90], eot_samples=k)),
+    comp = TransformedClassifier(InputTransform(InputTransformParams(kind="jpeg", quality_range=[10, 90], eot_samples=k)),
                                  tiny_model)
     assert comp.eot_samples == k
     calls = comp.transform.draws.calls
@@ -114,7 +115,7 @@ def test_dncnn_starts_as_identity_and_composite_contract():
     x = torch.rand(2, 1, 16, 16)
     assert torch.equal(d(x), x)
     clf = build_model("resnet18", "none", 16, 0.5)
-    comp = DenoisedClassifier(d, clf, DenoiserConfig(depth=4, width=8)).eval()
+    comp = DenoisedClassifier(d, clf, DenoiserParams(depth=4, width=8)).eval()
     out = comp(x)
     assert out.shape == (2, 2) and torch.allclose(out, clf.eval()(x))
     comp.set_threshold(0.3)
@@ -137,7 +138,7 @@ def test_denoiser_method_trains_saves_and_reloads(tmp_path):
     cfg = {"threshold": "0.5", "denoiser": {"depth": 3, "width": 8, "loss": "pixel", "epsilons": ["16/255"],
                                             "attack_steps": 2, "clean_pairs": False, "epochs": 12, "lr": 3e-3,
                                             "batch_size": 4}}
-    model, history = METHODS["denoiser"](base, train, val, cfg, None)
+    model, history = get_method("denoiser")(base, train, val, cfg, None)
     assert isinstance(model, DenoisedClassifier) and len(history) == 12
     assert {"epoch", "train_loss", "val_loss", "val_accuracy", "val_auc", "val_transfer_accuracy"} <= set(history[0])
     # the same validation pairs (same seed, frozen base): the trained denoiser beats the identity's pixel loss
@@ -159,7 +160,7 @@ def test_input_transform_method_and_checkpoint(tmp_path):
     base = build_model("resnet18", "none", 16, 0.5).eval()
     val = _uint8_data(8, seed=1)
     cfg = {"threshold": "0.5", "input_transform": {"kind": "bit_depth", "bits": 3}}
-    model, history = METHODS["input_transform"](base, None, val, cfg, None)
+    model, history = get_method("input_transform")(base, None, val, cfg, None)
     xf = val[0].float() / 255
     assert torch.allclose(model(xf), base(bit_depth(xf, 3)), atol=1e-6)
     assert len(history) == 1 and history[0]["val_accuracy"] >= 0
@@ -168,7 +169,7 @@ def test_input_transform_method_and_checkpoint(tmp_path):
     assert isinstance(again, TransformedClassifier) and again.config["defence"]["bits"] == 3
     assert torch.allclose(pickle.loads(pickle.dumps(again))(xf), model(xf), atol=1e-6)  # MLflow pickles the module
     assert torch.allclose(again(xf), model(xf), atol=1e-6)
-    with pytest.raises(ValueError, match="unknown key"):
-        METHODS["input_transform"](base, None, val, {"input_transform": {"kind": "jpeg", "qualty": 3}}, None)
-    with pytest.raises(ValueError, match="valid: bit_depth, jpeg, median"):
-        TransformConfig(kind="blur")
+    with pytest.raises(ValueError, match="qualty"):
+        get_method("input_transform")(base, None, val, {"input_transform": {"kind": "jpeg", "qualty": 3}}, None)
+    with pytest.raises(ValueError, match="'bit_depth', 'jpeg' or 'median'"):
+        InputTransformParams(kind="blur")

@@ -10,12 +10,13 @@ import torch
 from scipy.stats import binom, norm
 from torch import nn
 
-from robustct.defences import METHODS
+from robustct.defences import get_method
 from robustct.defences.smoothing import (
-    ABSTAIN, SmoothedClassifier, SmoothingConfig, certified_accuracy, certify, certify_report,
+    ABSTAIN, SmoothedClassifier, certified_accuracy, certify, certify_report,
     clopper_pearson_lower, linf_to_l2_radius, max_certifiable_radius,
 )
 from robustct.models import build_model, load_checkpoint, save_checkpoint
+from robustct.params import SmoothingParams
 
 torch.set_num_threads(1)
 
@@ -91,7 +92,7 @@ def test_soft_smoothed_model_matches_phi_for_a_hard_linear_classifier():
     f = Linear2(W, 0.0, scale=1e4)  # softmax ~ hard decision
     f.config = {"threshold": 0.5}
     f.set_threshold = lambda t: None
-    g = SmoothedClassifier(f, SmoothingConfig(sigma=sigma, samples=20000))
+    g = SmoothedClassifier(f, SmoothingParams(sigma=sigma, samples=20000))
     with torch.no_grad():
         p = g(_point(margin)).exp()[0, 1]
     assert abs(float(p) - norm.cdf(margin / sigma)) < 0.015  # P(f(x + noise) = 1) = Phi(margin / sigma)
@@ -121,7 +122,7 @@ def test_gaussian_smoothing_method_and_checkpoint(tmp_path):
     x = (torch.rand(16, 1, 16, 16, generator=g) * 255).to(torch.uint8)
     y = torch.arange(16) % 2
     cfg = {"threshold": "0.5", "smoothing": {"sigma": 0.25, "samples": 4, "epochs": 2, "batch_size": 8}}
-    model, history = METHODS["gaussian_smoothing"](base, (x, y), (x[:8], y[:8]), cfg, None)
+    model, history = get_method("gaussian_smoothing")(base, (x, y), (x[:8], y[:8]), cfg, None)
     assert isinstance(model, SmoothedClassifier) and len(history) == 2
     assert model.config["defence"]["sigma"] == 0.25 and model.config["image_size"] == 16
     save_checkpoint(model, tmp_path / "s.pt")
@@ -132,4 +133,4 @@ def test_gaussian_smoothing_method_and_checkpoint(tmp_path):
     with torch.no_grad():
         assert torch.allclose(again.base(xf), model.base.eval()(xf), atol=1e-5)
     with pytest.raises(ValueError, match="sigma"):
-        SmoothingConfig(sigma=0)
+        SmoothingParams(sigma=0)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -30,26 +29,17 @@ from torch import nn
 
 from ..attacks import PGD
 from ..models import Classifier, build_model
-from ..params import parse_epsilon
+from ..params import DenoiserParams, InputTransformParams, parse_epsilon
 from ..robustness import predict
 from ..train import choose_threshold, evaluate, seed_everything
 
-TRANSFORMS = ("bit_depth", "jpeg", "median")
-"""Names of the input transforms (``defend.input_transform.kind``)."""
-
-
-def config_from(cls, section: dict | None, where: str):
-    """Build dataclass ``cls`` from a params sub-section; defaults live on the dataclass.
+def section(cls, cfg: dict, key: str):
+    """The validated sub-section ``defend.<key>`` as pydantic model ``cls`` (defaults: robustct.params).
 
     Raises:
-        ValueError: a key the dataclass does not know (listing the valid ones).
+        pydantic.ValidationError (a ValueError): unknown key or bad value, with its path.
     """
-    section = dict(section or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-    return cls(**section)
+    return cls.model_validate(cfg.get(key) or {})
 
 
 # -- call-counter randomness ------------------------------------------------------------------
@@ -162,31 +152,6 @@ def bpda(x: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:
     return _BPDAIdentity.apply(x, transformed.detach())
 
 
-@dataclass
-class TransformConfig:
-    """``defend.input_transform``: which transform and how it is attacked."""
-
-    kind: str = "bit_depth"          # bit_depth | jpeg | median
-    bits: int = 4                    # bit_depth: levels = 2**bits
-    quality: int = 75                # jpeg: fixed quality (when quality_range is null)
-    quality_range: list | None = None  # jpeg: [lo, hi] quality drawn per image per call (random transform)
-    size: int = 3                    # median: window side (odd)
-    bpda: bool = True                # backward = identity (honest); false = the transform's own gradient
-    eot_samples: int = 1             # draws averaged per forward when the transform is random
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.kind not in TRANSFORMS:
-            raise ValueError(f"defend.input_transform.kind {self.kind!r} is unknown; valid: {', '.join(TRANSFORMS)}")
-        if self.quality_range is not None and not (len(self.quality_range) == 2
-                                                   and 1 <= self.quality_range[0] <= self.quality_range[1] <= 95):
-            raise ValueError(f"defend.input_transform.quality_range must be [lo, hi] in 1..95, got {self.quality_range}")
-
-    @property
-    def random(self) -> bool:
-        return self.kind == "jpeg" and self.quality_range is not None
-
-
 class InputTransform(nn.Module):
     """One input transform on (N, 1, H, W) float in [0, 1] -> same shape, with BPDA or naive backward.
 
@@ -194,7 +159,7 @@ class InputTransform(nn.Module):
     which is zero for bit depth (``round``) and JPEG (Pillow, outside autograd).
     """
 
-    def __init__(self, cfg: TransformConfig):
+    def __init__(self, cfg: InputTransformParams):
         super().__init__()
         self.cfg = cfg
         self.draws = Draws(cfg.seed)
@@ -227,7 +192,7 @@ class TransformedClassifier(nn.Module):
         super().__init__()
         self.transform = transform
         self.classifier = classifier
-        self.config = {**classifier.config, "defence": {"method": "input_transform", **asdict(transform.cfg)}}
+        self.config = {**classifier.config, "defence": {"method": "input_transform", **transform.cfg.model_dump()}}
 
     @property
     def eot_samples(self) -> int:
@@ -271,36 +236,14 @@ class DnCNN(nn.Module):
         return (x - self.residual(x)).clamp(0.0, 1.0)
 
 
-@dataclass
-class DenoiserConfig:
-    """``defend.denoiser``: DnCNN shape, adversarial pairs and training."""
-
-    depth: int = 5
-    width: int = 32
-    loss: str = "logits"             # logits: L1 between classifier logits (Liao et al. LGD) | pixel: MSE
-    epsilons: list = None            # PGD budgets of the training pairs (each image gets one per budget)
-    attack_steps: int = 5            # PGD steps for the pairs (against the frozen baseline)
-    clean_pairs: bool = True         # also train on (clean, clean) pairs: keeps clean accuracy
-    epochs: int = 10
-    lr: float = 1e-3
-    batch_size: int = 32
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.loss not in ("logits", "pixel"):
-            raise ValueError(f"defend.denoiser.loss {self.loss!r} is unknown; valid: logits, pixel")
-        if self.epsilons is None:
-            self.epsilons = ["1/255", "2/255", "4/255"]
-
-
 class DenoisedClassifier(nn.Module):
     """``classifier(denoiser(x))``: (N, 1, H, W) float in [0, 1] -> logits (N, 2)."""
 
-    def __init__(self, denoiser: DnCNN, classifier: Classifier, cfg: DenoiserConfig):
+    def __init__(self, denoiser: DnCNN, classifier: Classifier, cfg: DenoiserParams):
         super().__init__()
         self.denoiser = denoiser
         self.classifier = classifier
-        self.config = {**classifier.config, "defence": {"method": "denoiser", **asdict(cfg)}}
+        self.config = {**classifier.config, "defence": {"method": "denoiser", **cfg.model_dump()}}
 
     def forward(self, x):
         return self.classifier(self.denoiser(x))
@@ -349,7 +292,7 @@ def train_denoiser(base_model: Classifier, train, val, cfg: dict, log=None):
         (:class:`DenoisedClassifier`, history rows ``epoch, lr, train_loss, val_loss, val_accuracy,
         val_auc, val_transfer_accuracy``), the last = accuracy on the validation PGD pairs.
     """
-    c = config_from(DenoiserConfig, cfg.get("denoiser"), "defend.denoiser")
+    c = section(DenoiserParams, cfg, "denoiser")
     seed_everything(c.seed)
     dev = next(base_model.parameters()).device
     base_model.eval().requires_grad_(False)
@@ -404,7 +347,7 @@ def train_input_transform(base_model: Classifier, train, val, cfg: dict, log=Non
     Returns:
         (:class:`TransformedClassifier`, one history row with the validation metrics, epoch 0).
     """
-    c = config_from(TransformConfig, cfg.get("input_transform"), "defend.input_transform")
+    c = section(InputTransformParams, cfg, "input_transform")
     composite = TransformedClassifier(InputTransform(c), base_model.eval()).to(next(base_model.parameters()).device)
     composite.set_threshold(choose_threshold(composite, val, cfg.get("threshold", "0.5")))
     ev = evaluate(composite, *val)
@@ -428,14 +371,15 @@ def rebuild_composite(ckpt: dict) -> nn.Module:
     classifier = build_model(cfg["backbone"], "none", cfg["image_size"], cfg["dropout"], freeze_backbone=True)
     classifier.config = dict(cfg)
     if kind == "denoiser":
-        c = DenoiserConfig(**d)
+        c = DenoiserParams(**d)
         model = DenoisedClassifier(DnCNN(1, c.depth, c.width), classifier, c)
     elif kind == "input_transform":
-        model = TransformedClassifier(InputTransform(TransformConfig(**d)), classifier)
+        model = TransformedClassifier(InputTransform(InputTransformParams(**d)), classifier)
     elif kind == "gaussian_smoothing":
-        from .smoothing import SmoothedClassifier, SmoothingConfig  # noqa: PLC0415
+        from ..params import SmoothingParams  # noqa: PLC0415
+        from .smoothing import SmoothedClassifier  # noqa: PLC0415
 
-        model = SmoothedClassifier(classifier, SmoothingConfig(**d))
+        model = SmoothedClassifier(classifier, SmoothingParams(**d))
     else:
         raise ValueError(f"checkpoint defence method {kind!r} is unknown; valid: denoiser, input_transform, gaussian_smoothing")
     model.load_state_dict(ckpt["state_dict"])

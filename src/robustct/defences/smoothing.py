@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -28,36 +28,12 @@ from scipy.stats import beta, norm
 from torch import nn
 
 from ..models import Classifier
-from ..params import parse_epsilon
+from ..params import SmoothingParams, parse_epsilon
 from ..train import choose_threshold, fit, make_augment
-from .preprocessing import Draws, average_probabilities, config_from
+from .preprocessing import Draws, average_probabilities, section
 
 ABSTAIN = -1
 """Prediction value of an abstention."""
-
-
-@dataclass
-class SmoothingConfig:
-    """``defend.smoothing``: noise level, training and certification parameters."""
-
-    sigma: float = 0.25              # noise standard deviation, [0, 1] pixel units
-    samples: int = 8                 # noise draws averaged per forward of the soft smoothed model (EOT)
-    seed: int = 0
-    trainable_stages: object = "all"  # backbone stages trained under noise ("all" or an int)
-    epochs: int = 10
-    lr: float = 1e-4
-    batch_size: int = 32
-    n0: int = 100                    # CERTIFY: samples to guess the top class
-    n: int = 1000                    # CERTIFY: samples to bound its probability
-    alpha: float = 0.001             # CERTIFY: failure probability of the certificate
-    subset: int | None = None        # CERTIFY: images certified (None = all)
-    radii: list = field(default_factory=lambda: [0.0, 0.125, 0.25, 0.5, 0.75, 1.0])  # L2 radii reported
-
-    def __post_init__(self):
-        if not self.sigma > 0:
-            raise ValueError(f"defend.smoothing.sigma must be > 0, got {self.sigma}")
-        if not (0 < self.alpha < 0.5 and self.n0 >= 1 and self.n >= 1):
-            raise ValueError("defend.smoothing needs 0 < alpha < 0.5, n0 >= 1, n >= 1")
 
 
 class GaussianNoise(nn.Module):
@@ -80,13 +56,13 @@ class SmoothedClassifier(nn.Module):
     ``base`` is the classifier f certified by :func:`certify`; ``config["defence"]`` records sigma etc.
     """
 
-    def __init__(self, base: Classifier, cfg: SmoothingConfig):
+    def __init__(self, base: Classifier, cfg: SmoothingParams):
         super().__init__()
         self.base = base
         self.noisy = GaussianNoise(base, cfg.sigma, cfg.seed)
         self.sigma = float(cfg.sigma)
         self.samples = int(cfg.samples)
-        self.config = {**base.config, "defence": {"method": "gaussian_smoothing", **asdict(cfg)}}
+        self.config = {**base.config, "defence": {"method": "gaussian_smoothing", **cfg.model_dump()}}
 
     def forward(self, x):
         return average_probabilities(self.noisy, x, self.samples)
@@ -105,7 +81,7 @@ def train_gaussian(base_model: Classifier, train, val, cfg: dict, log=None):
     Returns:
         (:class:`SmoothedClassifier`, per-epoch history of ``fit``).
     """
-    c = config_from(SmoothingConfig, cfg.get("smoothing"), "defend.smoothing")
+    c = section(SmoothingParams, cfg, "smoothing")
     base_model.set_threshold(0.5)
     base_model.set_trainable_stages(c.trainable_stages if c.trainable_stages == "all" else int(c.trainable_stages))
     noisy = GaussianNoise(base_model, c.sigma, c.seed)
@@ -237,7 +213,7 @@ def certify_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: dict
             with ``cfg["sigma"]``.
         x: (N, 1, H, W) uint8 or float in [0, 1]; y: int64 (N,).
         cfg: ``{"n0", "n", "alpha", "subset", "seed", "batch_size", "radii", "epsilons"}``, all optional
-            (defaults: :class:`SmoothingConfig`, seed 0, batch 100, epsilons 0.5, 1, 2, 4 / 255; epsilons may be
+            (defaults: :class:`SmoothingParams`, seed 0, batch 100, epsilons 0.5, 1, 2, 4 / 255; epsilons may be
             strings such as ``"1/255"``); ``"sigma"`` overrides the model's.
 
     Returns:
@@ -245,7 +221,7 @@ def certify_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: dict
         (epsilon * sqrt(pixels)), whether CERTIFY could reach it at all with this n/alpha/sigma
         (``covered_possible``), and the certified accuracy at that radius.
     """
-    d = SmoothingConfig()
+    d = SmoothingParams()
     base = getattr(model, "base", model)
     sigma = float(cfg.get("sigma", getattr(model, "sigma", d.sigma)))
     n0, n, alpha = int(cfg.get("n0", d.n0)), int(cfg.get("n", d.n)), float(cfg.get("alpha", d.alpha))
