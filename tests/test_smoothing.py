@@ -121,7 +121,7 @@ def test_gaussian_smoothing_method_and_checkpoint(tmp_path):
     base = build_model("resnet18", "none", 16, 0.5, freeze_backbone=False)
     x = (torch.rand(16, 1, 16, 16, generator=g) * 255).to(torch.uint8)
     y = torch.arange(16) % 2
-    cfg = {"threshold": "0.5", "smoothing": {"sigma": 0.25, "samples": 4, "epochs": 2, "batch_size": 8}}
+    cfg = {"threshold": "0.5", "smoothing": {"sigma": 0.25, "samples": 4, "epochs": 2, "batch_size": 8, "n": 50, "n0": 10}}
     model, history = get_method("gaussian_smoothing")(base, (x, y), (x[:8], y[:8]), cfg, None)
     assert isinstance(model, SmoothedClassifier) and len(history) == 2
     assert model.config["defence"]["sigma"] == 0.25 and model.config["image_size"] == 16
@@ -132,5 +132,7 @@ def test_gaussian_smoothing_method_and_checkpoint(tmp_path):
     xf = x[:3].float() / 255
     with torch.no_grad():
         assert torch.allclose(again.base(xf), model.base.eval()(xf), atol=1e-5)
+    rep = certify_report(again, x[:2], y[:2], None)  # parameters from the model's config["defence"]
+    assert rep.sigma == 0.25 and rep.n == 50 and rep.n0 == 10 and rep.num_images == 2
     with pytest.raises(ValueError, match="sigma"):
         SmoothingParams(sigma=0)

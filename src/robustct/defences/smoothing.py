@@ -205,16 +205,17 @@ class CertifyReport:
         return asdict(self)
 
 
-def certify_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: dict) -> CertifyReport:
+def certify_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: dict | None = None) -> CertifyReport:
     """Certify a smoothing candidate on ``(x, y)`` and summarise.
 
     Args:
         model: a :class:`SmoothedClassifier` (its ``base`` and ``sigma`` are used), or a base classifier
             with ``cfg["sigma"]``.
         x: (N, 1, H, W) uint8 or float in [0, 1]; y: int64 (N,).
-        cfg: ``{"n0", "n", "alpha", "subset", "seed", "batch_size", "radii", "epsilons"}``, all optional
-            (defaults: :class:`SmoothingParams`, seed 0, batch 100, epsilons 0.5, 1, 2, 4 / 255; epsilons may be
-            strings such as ``"1/255"``); ``"sigma"`` overrides the model's.
+        cfg: ``{"n0", "n", "alpha", "subset", "seed", "batch_size", "radii", "epsilons", "progress"}``, all
+            optional (defaults: ``robustct.params.SmoothingParams``, seed 0, batch 100, epsilons 0.5, 1, 2, 4 / 255;
+            epsilons may be strings such as ``"1/255"``); ``"sigma"`` overrides the model's. ``None``: the
+            model's own ``config["defence"]`` (the ``defend.smoothing`` section it was trained with).
 
     Returns:
         :class:`CertifyReport`; ``linf`` rows say, per epsilon, the L2 radius it needs on the model input
@@ -222,6 +223,8 @@ def certify_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: dict
         (``covered_possible``), and the certified accuracy at that radius.
     """
     d = SmoothingParams()
+    if cfg is None:
+        cfg = dict(model.config["defence"])
     base = getattr(model, "base", model)
     sigma = float(cfg.get("sigma", getattr(model, "sigma", d.sigma)))
     n0, n, alpha = int(cfg.get("n0", d.n0)), int(cfg.get("n", d.n)), float(cfg.get("alpha", d.alpha))
