@@ -64,6 +64,7 @@ def main():
     ap.add_argument("--data-root", default="data")
     ap.add_argument("--split-dir", default="outputs/split")
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--subset", type=int, default=None, help="attack a seeded subset of this many test images")
     ap.add_argument("--certify", default=None, help="JSON cfg for certify_report (smoothing only)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -89,6 +90,10 @@ def main():
            "image_size": size, "clean_accuracy": float(((p >= 0.5).long() == y).float().mean()),
            "auc": float(roc_auc_score(y.numpy(), p.numpy())), "predicted_covid_rate": float((p >= 0.5).float().mean()),
            "threshold": model.config["threshold"], "history": history}
+    if a.subset is not None and a.subset < len(y):
+        keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[: a.subset].sort().values
+        x, y = x[keep], y[keep]
+        res["n_attacked"] = len(y)
     random = a.method == "gaussian_smoothing" or bool(getattr(model, "eot_samples", 1) > 1)
     naive = base
     if a.method == "input_transform":
