@@ -115,7 +115,12 @@ def setup(experiment: str = EXPERIMENT, root: Path | None = None):
     if remote:
         mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
         mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or os.environ["MLFLOW_TRACKING_URI"])
-        _ensure_experiment(mlflow, experiment, None)
+        try:
+            _ensure_experiment(mlflow, experiment, None)
+        except Exception:  # noqa: BLE001  (another worker created it between our check and create)
+            if mlflow.get_experiment_by_name(experiment) is None:
+                raise
+            _ensure_experiment(mlflow, experiment, None)
         return mlflow
     from filelock import FileLock  # noqa: PLC0415
 
@@ -124,10 +129,28 @@ def setup(experiment: str = EXPERIMENT, root: Path | None = None):
     uri = sqlite_uri(root)
     with FileLock(str(root / ".setup.lock"), timeout=10 * SQLITE_TIMEOUT_S):
         _enable_wal(root / "mlflow.db")
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
+        _set_uris_in_process(mlflow, uri)
         _ensure_experiment(mlflow, experiment, root)
     return mlflow
+
+
+def _set_uris_in_process(mlflow, uri: str) -> None:
+    """Point this process's MLflow at ``uri`` without leaving it in ``os.environ``.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``; left there it would be read as the
+    user's choice by the next :func:`setup` (another project or store in the same process) and inherited by
+    child processes (``dvc repro`` started from a test).
+    """
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    try:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _enable_wal(db: Path) -> None:
