@@ -7,15 +7,20 @@ from pathlib import Path
 
 STAGES = {
     "fetch-data": "obtain the COVID-CT dataset into data/ (folder or upstream URLs), verified against SHA256SUMS",
-    "validate": "per-image table + Great Expectations suite; stops on a violation",
+    "validate": "per-image table, duplicates, shortcut audit and Great Expectations suite; with "
+                "validate.on_error: quarantine (params.yaml) offending files are listed in quarantine.csv and left "
+                "out of the split, with on_error: fail the stage stops with a non-zero exit",
     "split": "train/val/test grouped by patient, stratified by label",
     "train": "transfer-learning classifier; checkpoint chosen on validation; MLflow run",
-    "evaluate": "test metrics with 95%% bootstrap intervals, ROC, confusion matrix",
-    "attack": "FGSM (paper + standard epsilon grids) and PGD sweeps on the test split",
-    "defend": "PGD adversarial training, then the same evaluation and attack sweep",
+    "evaluate": "test metrics with 95% bootstrap intervals, ROC, confusion matrix",
+    "attack": "attack suite on the test split: L-inf sweeps (fgsm on the paper and standard epsilon grids, pgd, "
+              "bim, mim, apgd_ce, square), minimal-perturbation attacks (cw_l2, deepfool, fgsm_min_eps), "
+              "targeted scenarios, perceptibility and gradient-masking sanity flags (attack: in params.yaml)",
+    "defend": "train the defended candidate (defend.method, e.g. PGD adversarial training)",
     "promote": "register candidates in the MLflow Model Registry; move `champion` only on a gate pass",
     "gate": "CI gate: exit 0 if the candidate passes every threshold in params.yaml, else 1",
 }
+"""Subcommand -> one-line description (plain text: argparse ``%`` escaping is applied where needed)."""
 
 UPSTREAM = "https://github.com/UCSD-AI4H/COVID-CT/raw/master"
 UPSTREAM_FILES = {
@@ -30,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robustct", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in STAGES.items():
-        p = sub.add_parser(name, help=text, description=text)
+        p = sub.add_parser(name, help=text.replace("%", "%%"), description=text)  # help= is %-formatted
         p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
         if name not in ("fetch-data", "gate", "split"):
             p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
