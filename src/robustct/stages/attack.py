@@ -32,5 +32,6 @@ def run(params: dict, data_root: Path, model_path: Path = OUT / "train" / "model
                                "suite": ",".join(cfg.get("suite", [])),
                                "targeted": ",".join(cfg.get("targeted", {}).get("attacks", [])),
                                "perceptibility_epsilon": format_epsilon(cfg["perceptibility_epsilon"])})
+            tracking.log_split_inputs(mlflow, split_dir, ("test",))
             log_sweep(mlflow, sweeps, out_dir)
     return sweeps

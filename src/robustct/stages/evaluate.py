@@ -20,5 +20,6 @@ def run(params: dict, data_root: Path, model_path: Path = OUT / "train" / "model
         info = read_json(Path(model_path).parent / "run.json", "train")
         mlflow = tracking.setup()
         with mlflow.start_run(run_id=info["run_id"]):
+            tracking.log_split_inputs(mlflow, split_dir, ("test",))
             log_report(mlflow, rep, out_dir)
     return rep
