@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from robustct.attacks import ATTACKS
+from robustct.attack_registry import ATTACK_SPECS
 from robustct.cli import STAGES, build_parser
 
 
@@ -31,5 +31,5 @@ def test_validate_help_matches_the_configured_error_policy(capsys):
 
 def test_attack_help_names_every_attack(capsys):
     text = " ".join(help_of(capsys, "attack").split())
-    missing = [name for name in ATTACKS if name not in text]
+    missing = [name for name in ATTACK_SPECS if name not in text]
     assert not missing, f"attack help does not mention {missing}"

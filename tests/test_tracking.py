@@ -159,10 +159,11 @@ def test_missing_run_stops_evaluate_before_it_writes(tmp_path, monkeypatch, caps
     (model_dir / "run.json").write_text('{"run_id": "0123456789abcdef0123456789abcdef", "model_uri": "models:/m-1"}')
     out = tmp_path / "evaluate"
     with pytest.raises(tracking.MissingRunError) as err:
-        evaluate.run({"evaluate": {"bootstrap": 10, "seed": 0}}, data, model_dir / "model.pt", split, out)
+        evaluate.run({"evaluate": {"bootstrap": 10, "seed": 0}}, data, "baseline", model_dir, split, out,
+                     tmp_path / "evaluate.json")
     msg = str(err.value)
     assert "\n" not in msg and str(model_dir / "run.json") in msg and "dvc repro -f train" in msg
-    assert not out.exists()
+    assert not out.exists() and not (tmp_path / "evaluate.json").exists()
 
 
 def test_resolve_run_warns_and_asks_for_a_new_run(tmp_path, monkeypatch, capsys):

@@ -232,48 +232,68 @@ class RunRef:
     warning: str | None = None
 
 
-def resolve_run(run_json: Path, stage: str, on_missing: str = "error") -> RunRef:
-    """Check BEFORE a stage writes anything that the run (and model) in ``run_json`` exist in the store.
+def run_problem(mlflow, info: dict, stage: str) -> str | None:
+    """Why the run (and logged model) that a ``run.json`` content ``info`` names is unusable in the current
+    store, or ``None`` when both exist."""
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    run_id, model_uri = (info or {}).get("run_id"), (info or {}).get("model_uri")
+    if not run_id:
+        return f"names no MLflow run (the `{stage}` stage ran with --no-track)"
+    try:
+        mlflow.get_run(run_id)
+    except MlflowException:
+        return f"names run {run_id}, which is not in the store {describe_store()} (new machine or deleted mlruns/?)"
+    if model_uri and model_uri.startswith("models:/m-"):
+        try:
+            mlflow.get_logged_model(model_uri.removeprefix("models:/"))
+        except MlflowException:
+            return f"names model {model_uri}, which is not in the store {describe_store()}"
+    return None
+
+
+def _fix(stage: str) -> str:
+    return (f"rerun `dvc repro -f {stage}` (or `robustct {stage}`) to log it again, or set "
+            f"MLFLOW_TRACKING_URI / {STORE_ENV} to the store that has it")
+
+
+def require_run(mlflow, info: dict, run_json: Path, stage: str | None = None) -> None:
+    """Check BEFORE a stage writes anything that the run (and model) named in ``run_json`` are in the store.
 
     Args:
-        run_json: e.g. ``outputs/train/run.json`` (``{"run_id": ..., "model_uri": ...}``).
-        stage: the DVC stage that writes ``run_json`` (named in the message's fix).
-        on_missing: ``error`` raises :class:`MissingRunError`; ``new`` prints one warning line and returns a
-            ``RunRef`` with ``run_id=None`` (the caller starts a fresh run).
+        info: the content of ``run_json`` (``{"run_id": ..., "model_uri": ...}``).
+        stage: the DVC stage that writes ``run_json`` (default: its folder name, ``train`` / ``defend``).
+
+    Raises:
+        MissingRunError: one line naming the file, the store and the fix.
+    """
+    stage = stage or Path(run_json).parent.name
+    problem = run_problem(mlflow, info, stage)
+    if problem:
+        raise MissingRunError(f"{run_json}: {problem}; {_fix(stage)}")
+
+
+def resolve_run(run_json: Path, stage: str, on_missing: str = "error") -> RunRef:
+    """Like :func:`require_run`, reading ``run_json`` and setting up the store itself; with
+    ``on_missing='new'`` a missing run prints one warning line and returns ``RunRef(None, None, warning)``
+    (the caller starts a fresh run) instead of raising.
 
     Raises:
         MissingRunError: (``on_missing='error'``) one line naming the file, the store and the fix.
         FileNotFoundError: ``run_json`` does not exist.
     """
-    from mlflow.exceptions import MlflowException  # noqa: PLC0415
-
     from .io import read_json  # noqa: PLC0415
 
     if on_missing not in ("error", "new"):
         raise ValueError(f"on_missing must be 'error' or 'new', got {on_missing!r}")
     info = read_json(run_json, stage)
     mlflow = setup()
-    run_id, model_uri = info.get("run_id"), info.get("model_uri")
-    problem = None
-    if not run_id:
-        problem = f"names no MLflow run (the `{stage}` stage ran with --no-track)"
-    else:
-        try:
-            mlflow.get_run(run_id)
-        except MlflowException:
-            problem = f"names run {run_id}, which is not in the store {describe_store()}"
-    if problem is None and model_uri and model_uri.startswith("models:/m-"):
-        try:
-            mlflow.get_logged_model(model_uri.removeprefix("models:/"))
-        except MlflowException:
-            problem = f"names model {model_uri}, which is not in the store {describe_store()}"
+    problem = run_problem(mlflow, info, stage)
     if problem is None:
-        return RunRef(run_id, model_uri)
-    fix = (f"rerun `dvc repro -f {stage}` (or `robustct {stage}`) to log it again, or set "
-           f"MLFLOW_TRACKING_URI / {STORE_ENV} to the store that has it")
+        return RunRef(info.get("run_id"), info.get("model_uri"))
     if on_missing == "error":
-        raise MissingRunError(f"{run_json}: {problem}; {fix}")
-    warning = f"warning: {run_json}: {problem}; logging to a new run instead ({fix})"
+        raise MissingRunError(f"{run_json}: {problem}; {_fix(stage)}")
+    warning = f"warning: {run_json}: {problem}; logging to a new run instead ({_fix(stage)})"
     print(warning, file=sys.stderr)
     return RunRef(None, None, warning)
 
@@ -439,3 +459,4 @@ def flatten_params(d: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
