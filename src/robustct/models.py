@@ -99,6 +99,11 @@ class Classifier(nn.Module):
                 stage.train()
         return self
 
+    def checkpoint(self, extra: dict | None = None) -> dict:
+        """``{"config", "state_dict", "extra"}`` with config and extra as plain Python types (:func:`plain`),
+        loadable with ``torch.load(..., weights_only=True)``; see :func:`save_checkpoint`."""
+        return {"config": plain(self.config), "state_dict": self.state_dict(), "extra": plain(extra or {})}
+
     # -- decision threshold -----------------------------------------------------------
     def set_threshold(self, threshold: float) -> None:
         """Make ``argmax`` predict COVID exactly when P(COVID) >= ``threshold``.
@@ -256,7 +261,7 @@ def save_checkpoint(model: Classifier, path: Path, extra: dict | None = None) ->
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"config": plain(model.config), "state_dict": model.state_dict(), "extra": plain(extra or {})}, tmp)
+    torch.save(model.checkpoint(extra), tmp)
     tmp.replace(path)
 
 

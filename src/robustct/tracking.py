@@ -432,15 +432,13 @@ def log_model(mlflow, model, x_example) -> str:
     import torch  # noqa: PLC0415
     from mlflow.models import infer_signature  # noqa: PLC0415
 
-    from .models import save_checkpoint  # noqa: PLC0415
-
     model = model.cpu().eval()
     example = (x_example[:2].float() / 255.0).numpy()
     with torch.no_grad():
         out = model(torch.from_numpy(example)).numpy()
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / MODEL_CHECKPOINT
-        save_checkpoint(model, ckpt)
+        torch.save(model.checkpoint(), ckpt)  # weights-only format of robustct.models.save_checkpoint
         info = mlflow.pytorch.log_model(
             model, name="model", signature=infer_signature(example, out), input_example=example,
             serialization_format="pickle", code_paths=[str(PACKAGE_DIR)], extra_files=[str(ckpt)],
