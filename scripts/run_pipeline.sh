@@ -8,7 +8,7 @@ robustct fetch-data "$@"      # copies ../shared/datasets/covid-ct (or --url for
 dvc commit -f -q data.dvc     # cache data/ (so `dvc push` to a remote works); next line: still the pinned version?
 git diff --quiet -- data.dvc || { echo "error: data/ differs from the version pinned in data.dvc" >&2; exit 1; }
 time dvc repro
-cat outputs/attack/paper_table.md outputs/attack/suite_table.md   # every metric: `dvc metrics show`
+dvc metrics show                 # the headline numbers per candidate; the whole page: docs/results/README.md
 robustct gate --candidate baseline || true    # the gate's verdict per candidate (exit 1 = fails)
 robustct gate --candidate defended || true
 echo "Browse the runs: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db"
