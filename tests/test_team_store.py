@@ -46,6 +46,7 @@ def test_train_register_alias_round_trip_through_the_server(team_server, monkeyp
     uri, base, pg = team_server
     assert uri.startswith("http://127.0.0.1:")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("ROBUSTCT_MLRUNS", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)

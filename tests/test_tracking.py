@@ -44,6 +44,8 @@ def test_dvc_temp_and_queued_workspaces_use_the_project_store(tmp_path, monkeypa
     monkeypatch.chdir(ws / "outputs")
     assert tracking.mlruns_dir() == proj / "team-mlruns"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert tracking.mlruns_dir() == proj / "team-mlruns"  # the explicit project store wins (tests set it)
+    monkeypatch.delenv("ROBUSTCT_MLRUNS")
     assert tracking.tracking_uri() == "http://127.0.0.1:5999"
 
 

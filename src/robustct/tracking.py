@@ -2,9 +2,9 @@
 
 Store resolution (:func:`tracking_uri`), first match wins:
 
-1. ``MLFLOW_TRACKING_URI`` (a team server such as ``http://mlflow.internal:5000``, see ``docs/operations.md``);
-2. ``ROBUSTCT_MLRUNS``: a folder holding ``mlflow.db`` (SQLite) and ``artifacts/`` (relative paths are taken
-   from the project root, tests use a temporary folder);
+1. ``ROBUSTCT_MLRUNS``: a folder holding ``mlflow.db`` (SQLite) and ``artifacts/`` (relative paths are taken
+   from the project root; tests use a temporary folder, so they never write into a team server);
+2. ``MLFLOW_TRACKING_URI`` (a team server such as ``http://mlflow.internal:5000``, see ``docs/operations.md``);
 3. ``<project root>/mlruns``, where the project root (:func:`project_root`) is found from the current working
    directory upwards, and a DVC temporary or queued experiment workspace ``<root>/.dvc/tmp/exps/<tmp>/...``
    maps to the ``<root>`` it was copied from. So ``dvc exp run --temp`` / ``--queue`` and a stage started from a
@@ -85,9 +85,14 @@ def sqlite_uri(root: Path, timeout_s: int = SQLITE_TIMEOUT_S) -> str:
     return f"sqlite:///{Path(root) / 'mlflow.db'}?timeout={int(timeout_s)}"
 
 
+def use_server() -> bool:
+    """True when runs go to ``MLFLOW_TRACKING_URI`` (set, and no ``ROBUSTCT_MLRUNS`` overrides it)."""
+    return bool(os.environ.get("MLFLOW_TRACKING_URI")) and not os.environ.get(STORE_ENV)
+
+
 def tracking_uri(root: Path | None = None) -> str:
-    """``MLFLOW_TRACKING_URI`` when set (and no ``root`` is given), else the SQLite URI of :func:`mlruns_dir`."""
-    if root is None and os.environ.get("MLFLOW_TRACKING_URI"):
+    """The store's URI: the SQLite file in ``root`` when given, else by the order in the module docstring."""
+    if root is None and use_server():
         return os.environ["MLFLOW_TRACKING_URI"]
     return sqlite_uri(Path(root) if root else mlruns_dir())
 
@@ -102,8 +107,8 @@ def describe_store() -> str:
 def setup(experiment: str = EXPERIMENT, root: Path | None = None):
     """Point MLflow at the project store, select (or create) the experiment and tag its kind.
 
-    With a local store (no ``MLFLOW_TRACKING_URI``, or ``root`` given) this runs under a file lock
-    (``<store>/.setup.lock``): creating and migrating the SQLite file, switching it to WAL and creating the
+    With a local store (``root`` given, ``ROBUSTCT_MLRUNS``, or no ``MLFLOW_TRACKING_URI``) this runs under a
+    file lock (``<store>/.setup.lock``): creating and migrating the SQLite file, switching it to WAL and creating the
     experiment happen once even when several processes start together; a moved store is relocated.
 
     Returns:
@@ -111,7 +116,7 @@ def setup(experiment: str = EXPERIMENT, root: Path | None = None):
     """
     import mlflow  # noqa: PLC0415  (heavy; imported by the stages that track)
 
-    remote = root is None and bool(os.environ.get("MLFLOW_TRACKING_URI"))
+    remote = root is None and use_server()
     if remote:
         mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
         mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or os.environ["MLFLOW_TRACKING_URI"])
