@@ -40,6 +40,7 @@ LOADER = textwrap.dedent("""
     pf = mlflow.pyfunc.load_model("models:/tiny@champion")
     out["pyfunc"] = pf.predict(x.numpy()).tolist()
     out["signature"] = str(pf.metadata.get_input_schema())
+    out["metadata"] = pf.metadata.metadata
     from fastapi.testclient import TestClient
     from mlflow.pyfunc import scoring_server
     r = TestClient(scoring_server.init(pf)).post("/invocations", json={"inputs": x.numpy().tolist()})
@@ -93,6 +94,8 @@ def test_registered_model_is_a_usable_module_in_a_fresh_cpu_process(registered, 
         np.testing.assert_allclose(np.array(out[key]), expected, rtol=1e-5, atol=1e-5, err_msg=key)
     assert out["signature"] == "[Tensor('float32', (-1, 1, 32, 32))]"
     assert out["served_status"] == 200
+    assert out["metadata"]["input"] == "float32 (N, 1, 32, 32) grayscale in [0, 1]"
+    assert out["metadata"]["threshold"] == 0.3
 
 
 def test_checkpoint_loads_weights_only_with_numpy_values_in_extra(tmp_path):

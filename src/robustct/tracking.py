@@ -439,6 +439,7 @@ def log_model(mlflow, model, x_example) -> str:
 
     model = model.cpu().eval()
     example = (x_example[:2].float() / 255.0).numpy()
+    size = example.shape[-1]
     with torch.no_grad():
         out = model(torch.from_numpy(example)).numpy()
     with tempfile.TemporaryDirectory() as tmp:
@@ -447,6 +448,9 @@ def log_model(mlflow, model, x_example) -> str:
         info = mlflow.pytorch.log_model(
             model, name="model", signature=infer_signature(example, out), input_example=example,
             serialization_format="pickle", code_paths=[str(PACKAGE_DIR)], extra_files=[str(ckpt)],
+            metadata={"input": f"float32 (N, 1, {size}, {size}) grayscale in [0, 1]",
+                      "output": "float32 (N, 2) logits [non_covid, covid]; argmax is the decision (threshold folded in)",
+                      "threshold": float(model.config.get("threshold", 0.5)), "backbone": model.config.get("backbone")},
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "torchvision==0.29.1", "timm>=1.0,<2",
                               "cloudpickle"],
         )
