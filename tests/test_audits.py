@@ -5,7 +5,6 @@ import tomllib
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from robustct.data.duplicates import candidate_pairs, clusters, hash_bits
 from robustct.data.shortcut import audit, cross_validated_auc
