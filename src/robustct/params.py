@@ -24,7 +24,7 @@ __all__ = ["Params", "ParamsError", "check_params", "format_epsilon", "load_para
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "48" is not an int; YAML 1.2 gives 1e-5 as a float
 
 
 # --- data, validate, split ----------------------------------------------------------------------------
@@ -90,7 +90,7 @@ class Augmentation(_Strict):
     hflip: bool = False
     rotation_deg: float = Field(0.0, ge=0, le=180)
     translate: float = Field(0.0, ge=0, le=0.5)
-    scale: Optional[tuple[float, float]] = None
+    scale: Optional[list[float]] = Field(None, min_length=2, max_length=2, description="[low, high] zoom range")
 
     @field_validator("scale")
     @classmethod
@@ -253,7 +253,7 @@ class DefendParams(_Strict):
 
 # --- attack ---------------------------------------------------------------------------------------------
 AttackProfile = create_model(
-    "AttackProfile", __config__=ConfigDict(extra="forbid"),
+    "AttackProfile", __config__=ConfigDict(extra="forbid", strict=True),
     **{name: (spec.params, spec.params()) for name, spec in ATTACK_SPECS.items()},
 )
 """One attack profile: the parameters of every registered attack (fields derived from the registry)."""
@@ -390,7 +390,7 @@ class Params(_Strict):
         default_factory=lambda: {"baseline": CandidateParams(model="outputs/train"),
                                  "defended": CandidateParams(model="outputs/defend")})
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
     @field_validator("candidates")
     @classmethod
