@@ -158,7 +158,7 @@ class InputTransformParams(_Strict):
     kind: Literal["bit_depth", "jpeg", "median"] = "bit_depth"
     bits: int = Field(4, ge=1, le=8, description="bit_depth: 2**bits grey levels")
     quality: int = Field(75, ge=1, le=95, description="jpeg: fixed quality (when quality_range is null)")
-    quality_range: Optional[tuple[int, int]] = Field(
+    quality_range: Optional[list[int]] = Field(
         None, description="jpeg: [lo, hi] quality drawn per image and call (a random transform)")
     size: int = Field(3, ge=1, le=15, description="median: odd window side")
     bpda: bool = Field(True, description="backward = identity (BPDA, honest); false = the transform's own gradient")
@@ -168,7 +168,7 @@ class InputTransformParams(_Strict):
     @field_validator("quality_range")
     @classmethod
     def _qrange(cls, v):
-        if v is not None and not 1 <= v[0] <= v[1] <= 95:
+        if v is not None and not (len(v) == 2 and 1 <= v[0] <= v[1] <= 95):
             raise ValueError(f"must be [lo, hi] with 1 <= lo <= hi <= 95, got {list(v)}")
         return v
 

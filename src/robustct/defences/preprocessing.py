@@ -28,7 +28,7 @@ from PIL import Image
 from torch import nn
 
 from ..attacks import PGD
-from ..models import Classifier, build_model
+from ..models import Classifier, build_model, plain
 from ..params import DenoiserParams, InputTransformParams, parse_epsilon
 from ..robustness import predict
 from ..train import choose_threshold, evaluate, seed_everything
@@ -40,6 +40,23 @@ def section(cls, cfg: dict, key: str):
         pydantic.ValidationError (a ValueError): unknown key or bad value, with its path.
     """
     return cls.model_validate(cfg.get(key) or {})
+
+
+class Composite(nn.Module):
+    """Base of the defence composites: the wrapped classifier is ``self.classifier``; ``config`` is the
+    classifier's config plus ``config["defence"]``; ``checkpoint`` and ``set_threshold`` as in
+    :class:`robustct.models.Classifier`."""
+
+    classifier: Classifier
+
+    def checkpoint(self, extra: dict | None = None) -> dict:
+        """``{"config", "state_dict", "extra"}`` in plain types (``models.save_checkpoint`` writes it)."""
+        return {"config": plain(self.config), "state_dict": self.state_dict(), "extra": plain(extra or {})}
+
+    def set_threshold(self, threshold: float) -> None:
+        """Fold the decision threshold into the classifier (see ``Classifier.set_threshold``)."""
+        self.classifier.set_threshold(threshold)
+        self.config["threshold"] = self.classifier.config["threshold"]
 
 
 # -- call-counter randomness ------------------------------------------------------------------
@@ -185,7 +202,7 @@ class InputTransform(nn.Module):
         return t if t.requires_grad or not x.requires_grad else t + 0.0 * x  # naive: zero gradient
 
 
-class TransformedClassifier(nn.Module):
+class TransformedClassifier(Composite):
     """``classifier(transform(x))``, averaged over ``eot_samples`` draws when the transform is random."""
 
     def __init__(self, transform: InputTransform, classifier: Classifier):
@@ -205,10 +222,6 @@ class TransformedClassifier(nn.Module):
         """Switch between the honest (BPDA) and the naive backward; recorded in config."""
         self.transform.cfg.bpda = bool(on)
         self.config["defence"]["bpda"] = bool(on)
-
-    def set_threshold(self, threshold: float) -> None:
-        self.classifier.set_threshold(threshold)
-        self.config["threshold"] = self.classifier.config["threshold"]
 
 
 # -- denoiser ---------------------------------------------------------------------------------
@@ -236,7 +249,7 @@ class DnCNN(nn.Module):
         return (x - self.residual(x)).clamp(0.0, 1.0)
 
 
-class DenoisedClassifier(nn.Module):
+class DenoisedClassifier(Composite):
     """``classifier(denoiser(x))``: (N, 1, H, W) float in [0, 1] -> logits (N, 2)."""
 
     def __init__(self, denoiser: DnCNN, classifier: Classifier, cfg: DenoiserParams):
@@ -247,10 +260,6 @@ class DenoisedClassifier(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.denoiser(x))
-
-    def set_threshold(self, threshold: float) -> None:
-        self.classifier.set_threshold(threshold)
-        self.config["threshold"] = self.classifier.config["threshold"]
 
 
 def adversarial_pairs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons: list[float], steps: int,

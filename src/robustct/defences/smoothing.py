@@ -30,7 +30,7 @@ from torch import nn
 from ..models import Classifier
 from ..params import SmoothingParams, parse_epsilon
 from ..train import choose_threshold, fit, make_augment
-from .preprocessing import Draws, average_probabilities, section
+from .preprocessing import Composite, Draws, average_probabilities, section
 
 ABSTAIN = -1
 """Prediction value of an abstention."""
@@ -50,26 +50,27 @@ class GaussianNoise(nn.Module):
         return self.model(x + self.sigma * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype))
 
 
-class SmoothedClassifier(nn.Module):
+class SmoothedClassifier(Composite):
     """Soft smoothed classifier: (N, 1, H, W) float in [0, 1] -> log mean softmax over ``samples`` noisy draws.
 
-    ``base`` is the classifier f certified by :func:`certify`; ``config["defence"]`` records sigma etc.
+    ``base`` (= ``classifier``) is the classifier f certified by :func:`certify`; ``config["defence"]``
+    records sigma and the CERTIFY parameters.
     """
 
     def __init__(self, base: Classifier, cfg: SmoothingParams):
         super().__init__()
-        self.base = base
+        self.classifier = base
         self.noisy = GaussianNoise(base, cfg.sigma, cfg.seed)
         self.sigma = float(cfg.sigma)
         self.samples = int(cfg.samples)
         self.config = {**base.config, "defence": {"method": "gaussian_smoothing", **cfg.model_dump()}}
 
+    @property
+    def base(self) -> Classifier:
+        return self.classifier
+
     def forward(self, x):
         return average_probabilities(self.noisy, x, self.samples)
-
-    def set_threshold(self, threshold: float) -> None:
-        self.base.set_threshold(threshold)
-        self.config["threshold"] = self.base.config["threshold"]
 
 
 def train_gaussian(base_model: Classifier, train, val, cfg: dict, log=None):
