@@ -90,7 +90,7 @@ def _need(section: dict, key: str, kind, where: str, problems: list, lo=None, hi
 
 
 VALIDATE_KEYS = {"on_error", "min_width", "min_height", "max_pixels", "expected_counts", "near_duplicates", "shortcut"}
-SPLIT_KEYS = {"scheme", "ratios", "seed"}
+SPLIT_KEYS = {"scheme", "ratios", "seed", "official_keep_quarantined_test"}
 
 
 def _known_keys(section: dict, known: set, where: str, problems: list) -> None:
@@ -136,8 +136,8 @@ def _check_split(split, problems: list) -> None:
         problems.append(f"split must be a mapping, got {split!r}")
         return
     _known_keys(split, SPLIT_KEYS, "split", problems)
-    if split.get("scheme") not in ("patient", "random"):
-        problems.append(f"split.scheme must be 'patient' or 'random', got {split.get('scheme')!r}")
+    if split.get("scheme") not in ("official", "patient", "random"):
+        problems.append(f"split.scheme must be 'official', 'patient' or 'random', got {split.get('scheme')!r}")
     ratios = split.get("ratios", {})
     if not isinstance(ratios, dict) or set(ratios) != {"train", "val", "test"}:
         problems.append("split.ratios must have exactly train, val, test")

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .images import (DEFAULT_MAX_PIXELS, MODE_BIT_DEPTH, ImageDecodeError, open_complete, quantise,
                      resize_square, to_grayscale_array)
-from .ingest import LABEL_DIRS, sha256_file
+from .ingest import LABEL_DIRS, OFFICIAL_SPLIT_DIR, sha256_file
 
 LABELS = ("non_covid", "covid")  #: class index 0 and 1
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -97,7 +97,7 @@ def _label_of(dirname: str) -> str:
 def build_table(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, image_size: int | None = None) -> pd.DataFrame:
     """Scan ``root`` and describe every image file, decoding each one once.
 
-    Every non-hidden sub-folder of ``root`` is scanned: files in ``CT_COVID/`` and ``CT_NonCOVID/``
+    Every non-hidden sub-folder of ``root`` except ``official_split/`` (the authors' split lists) is scanned: files in ``CT_COVID/`` and ``CT_NonCOVID/``
     get their label, files in any other folder get ``label='unknown:<folder>'`` and
     ``label_index=-1`` (the validation suite rejects them). Files are matched to metadata rows by
     their Unicode-NFC name, so ``%``, spaces and non-ASCII characters work as written.
@@ -123,7 +123,8 @@ def build_table(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, image_size: in
     groups = read_metadata(root)
     rows = []
     seen = set()
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = sorted(p for p in root.iterdir()
+                     if p.is_dir() and not p.name.startswith(".") and p.name != OFFICIAL_SPLIT_DIR)
     for folder in folders:
         label = _label_of(folder.name)
         for path in sorted(p for p in folder.iterdir() if p.is_file()):
