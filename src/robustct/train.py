@@ -55,7 +55,8 @@ def make_augment(cfg: dict | None) -> Callable | None:
 
 def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
                     batch_size: int, generator: torch.Generator, augment: Callable | None = None,
-                    adversary: PGD | None = None, bn_eval: bool = False, adv_weight: float = 1.0) -> dict:
+                    adversary: PGD | None = None, bn_eval: bool = False, adv_weight: float = 1.0,
+                    label_smoothing: float = 0.0) -> dict:
     """One pass over ``(x, y)`` in shuffled minibatches.
 
     Args:
@@ -64,6 +65,7 @@ def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimize
         bn_eval: keep every BatchNorm layer in eval mode (running statistics fixed).
         adv_weight: loss = (1 - w) * CE(clean) + w * CE(adversarial); 1.0 is Madry et al.'s
             objective, lower values trade robustness for clean accuracy (Goodfellow et al., 2015).
+        label_smoothing: of the clean cross-entropy (Szegedy et al., 2016); 0 = none.
 
     Returns:
         ``{"loss", "accuracy"}`` averaged over the epoch (on the inputs trained on).
@@ -85,7 +87,7 @@ def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimize
                 loss = loss + (1.0 - adv_weight) * F.cross_entropy(model(xb), yb)
         else:
             logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
+            loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -116,7 +118,8 @@ def fit(model: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, b
         augment: Callable | None = None, weight_decay: float = 0.0, adversary: PGD | None = None,
         val_attack: PGD | None = None, schedule: str = "constant", bn_eval: bool = False,
         adv_weight: float = 1.0, epsilon_warmup: int = 0, select: str = "robust",
-        log: Callable[[dict, int], None] | None = None) -> tuple[nn.Module, list[dict]]:
+        log: Callable[[dict, int], None] | None = None, lr_backbone: float | None = None,
+        label_smoothing: float = 0.0) -> tuple[nn.Module, list[dict]]:
     """Train with Adam and keep the checkpoint that is best on the validation split.
 
     With an ``adversary``, its epsilon (and step size) ramp up linearly over the first
@@ -129,6 +132,9 @@ def fit(model: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, b
     Args:
         train, val: ``(x, y)`` tensors as in :func:`train_one_epoch`.
         schedule: ``constant`` or ``cosine`` learning rate.
+        lr_backbone: discriminative learning rate for trainable parameters under ``model.features``
+            (Howard & Ruder, 2018); None = ``lr`` for all.
+        label_smoothing: of the clean training loss; 0 = none.
 
     Returns:
         (model with the best weights loaded, per-epoch history).
@@ -136,6 +142,11 @@ def fit(model: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, b
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
+    if lr_backbone is not None and hasattr(model, "features"):
+        body = {id(p) for p in model.features.parameters()}
+        groups = [{"params": [p for p in params if id(p) in body], "lr": lr_backbone},
+                  {"params": [p for p in params if id(p) not in body], "lr": lr}]
+        params = [g for g in groups if g["params"]]
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs) if schedule == "cosine" else None
     best_key, best_state, history = None, None, []
@@ -144,9 +155,10 @@ def fit(model: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, b
         if adversary is not None:
             ramp = min(1.0, epoch / epsilon_warmup) if epsilon_warmup else 1.0
             adversary.epsilon, adversary.step_size = target[0] * ramp, target[1] * ramp
-        tr = train_one_epoch(model, *train, optimizer, batch_size, gen, augment, adversary, bn_eval, adv_weight)
+        tr = train_one_epoch(model, *train, optimizer, batch_size, gen, augment, adversary, bn_eval, adv_weight,
+                             label_smoothing)
         ev = evaluate(model, *val)
-        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": tr["loss"],
+        row = {"epoch": epoch, "lr": optimizer.param_groups[-1]["lr"], "train_loss": tr["loss"],
                "train_accuracy": tr["accuracy"], "val_loss": ev["loss"], "val_accuracy": ev["accuracy"],
                "val_auc": ev["auc"]}
         score = ev["accuracy"]
