@@ -17,6 +17,8 @@ import urllib.error
 from pathlib import Path
 
 import torch
+
+from .backbones import backbone_builder
 from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -190,15 +192,29 @@ class _EffNetFeatures(nn.Module):
         return self.net.forward_features(x)
 
 
-BACKBONES = {
-    "efficientnet_lite0": lambda weights: _efficientnet_lite(0, weights),
-    "efficientnet_lite1": lambda weights: _efficientnet_lite(1, weights),
-    "efficientnet_lite2": lambda weights: _efficientnet_lite(2, weights),
-    "resnet18": lambda weights: _torchvision_resnet("resnet18", weights),
-    "resnet50": lambda weights: _torchvision_resnet("resnet50", weights),
-}
-"""Backbone name -> builder ``weights -> (features, stage names, feature width, mean, std)``; the one list of
-valid ``train.backbone`` values."""
+def efficientnet_lite0_features(weights: str):
+    """EfficientNet-Lite0 features (timm ``tf_efficientnet_lite0``); see :func:`build_model`."""
+    return _efficientnet_lite(0, weights)
+
+
+def efficientnet_lite1_features(weights: str):
+    """EfficientNet-Lite1 features (timm ``tf_efficientnet_lite1``, native 240 px); see :func:`build_model`."""
+    return _efficientnet_lite(1, weights)
+
+
+def efficientnet_lite2_features(weights: str):
+    """EfficientNet-Lite2 features (timm ``tf_efficientnet_lite2``, native 260 px); see :func:`build_model`."""
+    return _efficientnet_lite(2, weights)
+
+
+def resnet18_features(weights: str):
+    """torchvision ResNet-18 features; see :func:`build_model`."""
+    return _torchvision_resnet("resnet18", weights)
+
+
+def resnet50_features(weights: str):
+    """torchvision ResNet-50 features (the reference paper's backbone); see :func:`build_model`."""
+    return _torchvision_resnet("resnet50", weights)
 
 
 def build_model(backbone: str, weights: str = "imagenet", image_size: int = 224, dropout: float = 0.5,
@@ -217,9 +233,7 @@ def build_model(backbone: str, weights: str = "imagenet", image_size: int = 224,
         WeightsUnavailableError: ImageNet weights cannot be had (message says how to provide them).
         FileNotFoundError: ``weights`` is a path that does not exist.
     """
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
-    features, stages, nf, mean, std = BACKBONES[backbone](weights)
+    features, stages, nf, mean, std = backbone_builder(backbone)(weights)
     config = dict(backbone=backbone, weights=str(weights), image_size=int(image_size), dropout=float(dropout),
                   mean=list(mean), std=list(std), labels=list(LABELS), threshold=0.5)
     model = Classifier(features, stages, nf, config)

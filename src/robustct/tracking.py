@@ -109,3 +109,17 @@ def flatten_params(d: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def require_run(mlflow, info: dict, run_json: Path) -> None:
+    """Raise FileNotFoundError (one line, naming ``run_json`` and the fix) when the run it names is not in the store."""
+    run_id = (info or {}).get("run_id")
+    if not run_id:
+        raise FileNotFoundError(f"{run_json}: no MLflow run id (the stage ran with --no-track); rerun it with tracking: "
+                                f"dvc repro --force <stage>")
+    try:
+        mlflow.get_run(run_id)
+    except Exception as exc:  # noqa: BLE001  (MlflowException for a missing run)
+        raise FileNotFoundError(f"{run_json}: MLflow run {run_id} is not in the store {mlflow.get_tracking_uri()} "
+                                f"(new machine or deleted mlruns/?); rerun the stage that wrote it: "
+                                f"dvc repro --force <stage>") from exc

@@ -20,7 +20,7 @@ from torchvision.transforms import v2
 
 from .attacks import PGD
 from .metrics import best_threshold, point_metrics
-from .robustness import _as_float, attack_sweep, predict
+from .robustness import as_float, attack_sweep, predict
 
 
 def seed_everything(seed: int) -> None:
@@ -76,7 +76,7 @@ def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimize
     total_loss, correct, seen = 0.0, 0, 0
     for i in range(0, len(x), batch_size):
         idx = order[i:i + batch_size]
-        xb, yb = _as_float(x[idx]).to(device), y[idx].to(device)
+        xb, yb = as_float(x[idx]).to(device), y[idx].to(device)
         if augment is not None:
             xb = augment(xb)
         if adversary is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..attacks import PGD
 from ..models import build_model
-from ..params import parse_epsilon
+from ..epsilon import parse_epsilon
 from ..train import choose_threshold, fit, make_augment
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import plots
-from ..defences import METHODS
+from ..defences import get_method
 from ..io import OUT, device, load_split_tensors, write_csv, write_json
 from ..models import load_checkpoint, save_checkpoint
 from ..train import evaluate
@@ -15,7 +15,7 @@ def run(params: dict, data_root: Path, base_model: Path = OUT / "train" / "model
         split_dir: Path = OUT / "split", out_dir: Path = OUT / "defend", track: bool = True) -> dict:
     cfg = params["defend"]
     out_dir = Path(out_dir)
-    method = METHODS[cfg["method"]]
+    method = get_method(cfg["method"])
     model = load_checkpoint(base_model).to(device())
     size = model.config["image_size"]
     train = load_split_tensors(data_root, split_dir, "train", size)

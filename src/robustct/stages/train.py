@@ -32,7 +32,8 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
                                batch_size=int(cfg["batch_size"]), seed=int(cfg["seed"]),
                                augment=make_augment(cfg.get("augmentation")),
                                weight_decay=float(cfg.get("weight_decay", 0.0)),
-                               schedule=cfg.get("schedule", "constant"), log=log)
+                               schedule=cfg.get("schedule", "constant"), log=log,
+                               lr_backbone=cfg.get("lr_backbone"), label_smoothing=float(cfg.get("label_smoothing", 0.0)))
         trained.set_threshold(choose_threshold(trained, val, cfg.get("threshold", "0.5")))
         return trained, history
 
