@@ -146,8 +146,8 @@ def test_repository_validate_params_are_valid():
     ("split", {"ratios": {"train": "0.8", "val": 0.1, "test": 0.1}}, "split.ratios must be numbers"),
     ("split", {"ratios": {"train": 0.8, "val": 0.1, "test": 0.2}}, "split.ratios must sum to 1, got 1.1"),
     ("split", {"ratios": {"train": 1.1, "val": -0.05, "test": -0.05}}, "split.ratios must all be positive"),
-    ("split", {"scheme": "kfold"}, "split.scheme must be 'official', 'patient' or 'random', got 'kfold'"),
-    ("split", {"sed": 1}, "split.sed is unknown; valid: official_keep_quarantined_test, ratios, scheme, seed"),
+    ("split", {"scheme": "kfold"}, "split.scheme must be 'patient' or 'random', got 'kfold'"),
+    ("split", {"sed": 1}, "split.sed is unknown; valid: ratios, scheme, seed"),
 ])
 def test_one_message_per_problem_naming_the_key(section, change, message):
     params = repo_params()

@@ -6,7 +6,8 @@ import importlib
 import pytest
 import torch
 
-from robustct.models import BACKBONES, build_model
+from robustct.backbones import BACKBONES
+from robustct.models import build_model
 
 
 @pytest.mark.parametrize("variant,width,head", [(1, 1280, 1280), (2, 1280, 1280)])
