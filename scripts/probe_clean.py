@@ -19,7 +19,7 @@ import torch
 
 from robustct.io import load_split_tensors, read_split
 from robustct.metrics import best_threshold, evaluation_report, point_metrics
-from robustct.models import build_model, save_checkpoint
+from robustct.models import build_model, load_checkpoint, save_checkpoint
 from robustct.robustness import predict
 from robustct.train import fit, make_augment, seed_everything
 
@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--out", default="outputs/probes/clean.jsonl")
     ap.add_argument("--save", help="checkpoint path for the trained model")
     ap.add_argument("--test", action="store_true", help="also score the test split (final recipe only)")
+    ap.add_argument("--load", help="skip training: score this checkpoint (saved by --save) instead")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = parse(args.set)
@@ -66,18 +67,13 @@ def main() -> None:
     size = cfg["image_size"]
     train = load_split_tensors(Path(args.data), Path(args.split_dir), "train", size)
     val = load_split_tensors(Path(args.data), Path(args.split_dir), "val", size)
-    seed_everything(cfg["seed"])
-    model = build_model(cfg["backbone"], "imagenet", size, cfg["dropout"], freeze_backbone=True)
-    model.set_trainable_stages(cfg["trainable_stages"])
-    aug = make_augment({"hflip": cfg["hflip"], "rotation_deg": cfg["rotation_deg"], "translate": cfg["translate"],
-                        "scale": [cfg["scale_lo"], cfg["scale_hi"]]})
-    log = lambda m, step: print(f"[{args.name}] epoch {step} {time.time() - t0:.0f}s " + " ".join(  # noqa: E731
-        f"{k}={v:.3f}" for k, v in m.items() if k in ("train_loss", "val_accuracy", "val_auc")), flush=True)
-    model, history = fit(model, train, val, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
-                         seed=cfg["seed"], augment=aug, weight_decay=cfg["weight_decay"], schedule=cfg["schedule"],
-                         log=log, lr_backbone=cfg["lr_backbone"], label_smoothing=cfg["label_smoothing"])
+    if args.load:
+        model = load_checkpoint(Path(args.load))
+        history = torch.load(args.load, weights_only=False)["extra"]["history"]
+    else:
+        model, history = train_recipe(cfg, train, val, args.name, t0)
     yv = val[1].numpy()
-    res = {"name": args.name, "cfg": cfg, "train_s": round(time.time() - t0, 1),
+    res = {"name": args.name, "cfg": cfg, "train_s": round(time.time() - t0, 1), "loaded": args.load,
            "selected_epoch": max(h["epoch"] for h in history if h.get("selected"))}
     for tta in (False, True):
         p = tta_predict(model, val[0], tta)
@@ -107,6 +103,20 @@ def main() -> None:
     with open(args.out, "a") as fh:
         fh.write(json.dumps(res) + "\n")
     print(json.dumps(res), flush=True)
+
+
+def train_recipe(cfg, train, val, name, t0):
+    seed_everything(cfg["seed"])
+    model = build_model(cfg["backbone"], "imagenet", cfg["image_size"], cfg["dropout"], freeze_backbone=True)
+    model.set_trainable_stages(cfg["trainable_stages"])
+    aug = make_augment({"hflip": cfg["hflip"], "rotation_deg": cfg["rotation_deg"], "translate": cfg["translate"],
+                        "scale": [cfg["scale_lo"], cfg["scale_hi"]]})
+    log = lambda m, step: print(f"[{name}] epoch {step} {time.time() - t0:.0f}s " + " ".join(  # noqa: E731
+        f"{k}={v:.3f}" for k, v in m.items() if k in ("train_loss", "val_accuracy", "val_auc")), flush=True)
+    model, history = fit(model, train, val, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
+                         seed=cfg["seed"], augment=aug, weight_decay=cfg["weight_decay"], schedule=cfg["schedule"],
+                         log=log, lr_backbone=cfg["lr_backbone"], label_smoothing=cfg["label_smoothing"])
+    return model, history
 
 
 if __name__ == "__main__":
