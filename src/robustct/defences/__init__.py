@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .adversarial import train_pgd_at
+from .adversarial import train_fast_at, train_pgd_at, train_trades
 
 METHODS: dict[str, Callable] = {
     "pgd_at": train_pgd_at,
+    "trades": train_trades,
+    "fast_at": train_fast_at,
 }
 """``defend.method`` name -> training function."""
