@@ -201,11 +201,12 @@ def check_params(params: dict) -> list[str]:
         problems += check_attack_suite(attack)
     defend = params.get("defend")
     if defend is not None:
-        if defend.get("method") != "pgd_at":
-            problems.append(f"defend.method {defend.get('method')!r} is unknown; valid: pgd_at")
+        if defend.get("method") not in ("pgd_at", "trades", "fast_at"):  # = defences.METHODS (adversarial ones)
+            problems.append(f"defend.method {defend.get('method')!r} is unknown; valid: pgd_at, trades, fast_at")
         _need(defend, "steps", int, "defend", problems, 1, 1000)
-        if defend.get("batchnorm") not in ("eval", "train"):
-            problems.append("defend.batchnorm must be 'eval' (freeze statistics) or 'train'")
+        if defend.get("batchnorm") not in ("eval", "train", "dual"):
+            problems.append("defend.batchnorm must be 'eval' (freeze statistics), 'train' or 'dual' "
+                            "(separate clean/adversarial statistics)")
         if defend.get("attack_suite", "standard") not in ("standard", "full"):
             problems.append(f"defend.attack_suite {defend.get('attack_suite')!r} is unknown; valid: standard, full")
     gate = params.get("gate")
