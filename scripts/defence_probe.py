@@ -3,7 +3,7 @@ then score it on validation (or, once, on test) with clean accuracy, AUC, the co
 worst case per image over PGD-50 x 3 restarts and APGD-CE 50 (optionally Square) at each epsilon.
 
 Usage: OMP_NUM_THREADS=1 PYTHONPATH=src python scripts/defence_probe.py --split outputs/probe_split \
-           --size 160 --set method=pgd_at init=scratch backbone=small_cnn resize_to=64 ... [--test]
+           --size 160 --set method=pgd_at init=new backbone=small_cnn resize_to=64 ... [--test]
 Prints one JSON line (the row of the probe table) and writes it to --out.
 """
 from __future__ import annotations

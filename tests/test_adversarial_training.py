@@ -250,7 +250,7 @@ def test_progress_lines_are_bounded_and_show_time_left():
 def test_methods_train_reproducibly_without_collapse_flag_errors(method):
     base = build_model("small_cnn", "none", image_size=16, dropout=0.0)
     cfg = {"epsilon": "8/255", "steps": 2, "epsilon_warmup": 2, "epochs": 2, "batch_size": 16, "seed": 0,
-           "init": "scratch", "prefit_epochs": 1, "ema_decay": 0.9, "val_steps": 2, "lr": 1e-2,
+           "init": "new", "prefit_epochs": 1, "ema_decay": 0.9, "val_steps": 2, "lr": 1e-2,
            "batchnorm": "dual", "threshold": "0.5", "co_check_images": 8}
     runs = [METHODS[method](base, data(), data(24, 1), cfg, None) for _ in range(2)]
     (m1, h1), (m2, h2) = runs

@@ -33,7 +33,7 @@ def test_defend_stage_writes_its_outputs(tmp_path):
     base = tmp_path / "base.pt"
     save_checkpoint(build_model("small_cnn", "none", image_size=32, dropout=0.0), base)
     cfg = {"method": "trades", "epsilon": "2/255", "steps": 1, "epochs": 2, "batch_size": 8, "seed": 0,
-           "init": "scratch", "resize_to": 16, "prefit_epochs": 1, "val_steps": 1, "threshold": "0.5"}
+           "init": "new", "resize_to": 16, "prefit_epochs": 1, "val_steps": 1, "threshold": "0.5"}
     out = tmp_path / "out"
     metrics = defend.run({"defend": cfg}, data, base_model=base, split_dir=split, out_dir=out, track=False)
     assert sorted(p.name for p in out.iterdir()) == ["history.csv", "metrics.json", "model.pt", "run.json",

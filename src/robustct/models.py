@@ -220,12 +220,13 @@ class _EffNetFeatures(nn.Module):
         return self.net.forward_features(x)
 
 
-def _small_cnn(weights: str, widths=(16, 32, 64, 128)):
-    """VGG-style CNN: per block two conv3x3 + GroupNorm + ReLU, then 2x2 max pooling (last block: none).
+def _small_cnn(weights: str, widths=(16, 32, 64, 128), norm: str = "group"):
+    """VGG-style CNN: per block two conv3x3 + norm + ReLU, then 2x2 max pooling (last block: none).
 
-    For training from scratch (``weights='none'``) or from a state-dict file of the same net. GroupNorm
-    (groups of 8 channels at most; Wu & He, 2018) has no batch statistics, so clean and adversarial
-    batches cannot disturb running statistics. Single-channel input, normalisation mean 0.5, std 0.25.
+    For training from scratch (``weights='none'``) or from a state-dict file of the same net.
+    ``norm="group"``: GroupNorm with 8 channels per group (Wu & He, 2018), no batch statistics, so clean
+    and adversarial batches cannot disturb running statistics; ``norm="batch"``: BatchNorm (for the
+    BatchNorm options of adversarial training). Single-channel input, normalisation mean 0.5, std 0.25.
     """
     if weights == "imagenet":
         raise WeightsUnavailableError("small_cnn has no ImageNet weights; use weights: none (train from scratch)")
@@ -233,7 +234,8 @@ def _small_cnn(weights: str, widths=(16, 32, 64, 128)):
     for i, w in enumerate(widths):
         layers = []
         for c in (c_in, w):
-            layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.GroupNorm(max(w // 8, 1), w), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(c, w, 3, padding=1, bias=False),
+                       nn.GroupNorm(max(w // 8, 1), w) if norm == "group" else nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
         if i < len(widths) - 1:
             layers.append(nn.MaxPool2d(2))
         blocks.append(nn.Sequential(*layers))
@@ -249,6 +251,7 @@ BACKBONES = {
     "resnet18": lambda weights: _torchvision_resnet("resnet18", weights),
     "resnet50": lambda weights: _torchvision_resnet("resnet50", weights),
     "small_cnn": _small_cnn,
+    "small_cnn_bn": lambda weights: _small_cnn(weights, norm="batch"),
 }
 """Backbone name -> builder ``weights -> (features, stage names, feature width, mean, std)``; the one list of
 valid ``train.backbone`` values."""

@@ -28,11 +28,11 @@ from torch import nn
 from ..attacks import PGD, eval_mode, project_linf
 from ..models import build_model
 from ..params import parse_epsilon
-from ..train import (MixedAdversarialObjective, Objective, WeightEMA, choose_threshold,
+from ..train import (EpochProgress, MixedAdversarialObjective, Objective, WeightEMA, choose_threshold,
                      discriminative_param_groups, fit, make_augment, seed_everything)
 
 BATCHNORM_MODES = ("train", "eval", "dual")
-INIT_MODES = ("baseline", "scratch")
+INIT_MODES = ("baseline", "new")
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,12 @@ class AdvTrainSettings:
     adv_weight: float = 1.0             # pgd_at/fast_at: (1 - w) CE(clean) + w CE(adversarial)
     val_steps: int = 10                 # PGD steps of the validation attack used for selection
     select_on: str = "robust"           # robust | mean (of clean and robust validation accuracy)
-    init: str = "baseline"              # baseline: the train stage's model | scratch: a new model below
-    backbone: str | None = None         # scratch: BACKBONES name (None: the baseline's)
-    weights: str = "none"               # scratch: imagenet | none | path
-    resize_to: int | None = None        # scratch: the model resizes its input to this side inside forward
+    init: str = "baseline"              # baseline: the train stage's model | new: a new model (backbone, weights) below
+    backbone: str | None = None         # new: BACKBONES name (None: the baseline's)
+    weights: str = "none"               # new: imagenet | none | path
+    resize_to: int | None = None        # new: the model resizes its input to this side inside forward
     resize_mode: str = "area"           # area | bilinear
-    dropout: float = 0.2                # scratch: dropout before the head
+    dropout: float = 0.2                # new: dropout before the head
     prefit_epochs: int = 0              # clean full fine-tune before adversarial training
     prefit_lr: float = 1e-3
     trainable_stages: int | str = "all"
@@ -83,7 +83,7 @@ class AdvTrainSettings:
         """
         kw = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg and cfg[k] is not None}
         if "init" not in cfg and "warm_start" in cfg:
-            kw["init"] = "baseline" if cfg["warm_start"] else "scratch"
+            kw["init"] = "baseline" if cfg["warm_start"] else "new"
         for k in ("epsilon", "step_size"):
             if k in kw:
                 kw[k] = parse_epsilon(kw[k], f"defend.{k}")
@@ -298,7 +298,7 @@ class PGDCheck:
 # -- methods -----------------------------------------------------------------------------------------------
 
 def initial_model(base_model, s: AdvTrainSettings):
-    """The baseline (``init: baseline``) or a new model on the same input size (``init: scratch``)."""
+    """The baseline (``init: baseline``) or a new model on the same input size (``init: new``; ImageNet or no weights)."""
     if s.init == "baseline":
         model = copy.deepcopy(base_model)
     else:
@@ -316,7 +316,7 @@ def clean_prefit(model, train, val, s: AdvTrainSettings, log=None):
     model.set_trainable_stages("all")
     model, history = fit(model, train, val, epochs=s.prefit_epochs, lr=s.prefit_lr, batch_size=s.batch_size,
                          seed=s.seed, augment=make_augment(s.augmentation), weight_decay=s.weight_decay,
-                         schedule=s.schedule, log=log)
+                         schedule=s.schedule, log=log, progress=EpochProgress(s.prefit_epochs, "defend prefit"))
     return model, [{**h, "phase": "prefit"} for h in history]
 
 
@@ -358,7 +358,7 @@ def train_adversarial(base_model, train, val, cfg: dict, log=None, method: str =
                                val_attack=val_attack, schedule=s.schedule, bn_eval=s.batchnorm == "eval",
                                select=s.select_on, log=log_adv, objective=objective, ema=ema,
                                param_groups=discriminative_param_groups(model, s.lr, s.lr_decay),
-                               veto=True, epoch_end=check)
+                               veto=True, epoch_end=check, progress=EpochProgress(s.epochs, f"defend {method}"))
     merge_batchnorm(trained)
     history += [{**h, "epoch": h["epoch"] + offset, "phase": method} for h in adv_history]
     trained.set_threshold(choose_threshold(trained, val, s.threshold))
