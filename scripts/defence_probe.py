@@ -4,6 +4,7 @@ worst case per image over PGD-50 x 3 restarts and APGD-CE 50 (optionally Square)
 
 Usage: OMP_NUM_THREADS=1 PYTHONPATH=src python scripts/defence_probe.py --split outputs/probe_split \
            --size 160 --set method=pgd_at init=new backbone=small_cnn resize_to=64 ... [--test]
+With --load MODEL --test it scores a model saved by an earlier probe (--save) on test without retraining.
 Prints one JSON line (the row of the probe table) and writes it to --out.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ import yaml
 from robustct.attacks import APGD, PGD, Square
 from robustct.defences import METHODS
 from robustct.io import load_split_tensors
-from robustct.models import build_model, save_checkpoint
+from robustct.models import build_model, load_checkpoint, save_checkpoint
 from robustct.robustness import predict
 from robustct.train import collapse_reasons, evaluate
 
@@ -56,6 +57,7 @@ def main():
     ap.add_argument("--square", type=int, default=0)
     ap.add_argument("--out", default="outputs/probes/probes.jsonl")
     ap.add_argument("--save", default=None)
+    ap.add_argument("--load", default=None, help="score a model saved with --save instead of training")
     a = ap.parse_args()
     torch.set_num_threads(1)
     cfg = dict(yaml.safe_load(Path(a.params).read_text())["defend"])
@@ -66,13 +68,17 @@ def main():
     val = load_split_tensors(a.data, a.split, "val", a.size)
     base = build_model(cfg.get("backbone") or "small_cnn", "none", a.size, 0.2)
     t0 = time.perf_counter()
-    model, history = METHODS[cfg["method"]](base, train, val, cfg, None)
+    if a.load:
+        model = load_checkpoint(Path(a.load))
+        history = torch.load(a.load, weights_only=False)["extra"]["history"]
+    else:
+        model, history = METHODS[cfg["method"]](base, train, val, cfg, None)
     minutes = (time.perf_counter() - t0) / 60
     if a.save:
         save_checkpoint(model, Path(a.save), extra={"history": history})
     split = load_split_tensors(a.data, a.split, "test", a.size) if a.test else val
     ev = evaluate(model, *split)
-    row = {"set": a.set, "scored_on": "test" if a.test else "val", "train_minutes": round(minutes, 2),
+    row = {"set": a.set, "loaded": a.load, "scored_on": "test" if a.test else "val", "train_minutes": round(minutes, 2),
            "selected_epoch": max(h["epoch"] for h in history if h.get("selected")), "epochs_run": len(history),
            "clean_accuracy": ev["accuracy"], "auc": ev["auc"],
            "covid_rate": float(np.mean(ev["p_covid"] >= 0.5)),
