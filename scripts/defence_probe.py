@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from robustct.attacks import APGD, PGD, Square
-from robustct.defences import METHODS
+from robustct.defences import get_method
 from robustct.io import load_split_tensors
 from robustct.models import build_model, load_checkpoint, save_checkpoint
 from robustct.robustness import predict
@@ -72,7 +72,7 @@ def main():
         model = load_checkpoint(Path(a.load))
         history = torch.load(a.load, weights_only=False)["extra"]["history"]
     else:
-        model, history = METHODS[cfg["method"]](base, train, val, cfg, None)
+        model, history = get_method(cfg["method"])(base, train, val, cfg, None)
     minutes = (time.perf_counter() - t0) / 60
     if a.save:
         save_checkpoint(model, Path(a.save), extra={"history": history})

@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 from robustct.attacks import PGD
-from robustct.defences import METHODS
+from robustct.defences import get_method
 from robustct.defences.adversarial import (CatastrophicOverfittingDetector, TradesAdversary, bn_route,
                                            merge_batchnorm, split_batchnorm, trades_loss)
-from robustct.models import BACKBONES, InputResize, WeightsUnavailableError, build_model
+from robustct.backbones import BACKBONES
+from robustct.models import InputResize, WeightsUnavailableError, build_model
 from robustct.train import (EpochProgress, Objective, WeightEMA, collapse_reasons, discriminative_param_groups,
                             fit)
 
@@ -252,7 +253,7 @@ def test_methods_train_reproducibly_without_collapse_flag_errors(method):
     cfg = {"epsilon": "8/255", "steps": 2, "epsilon_warmup": 2, "epochs": 2, "batch_size": 16, "seed": 0,
            "init": "new", "prefit_epochs": 1, "ema_decay": 0.9, "val_steps": 2, "lr": 1e-2,
            "batchnorm": "dual", "threshold": "0.5", "co_check_images": 8}
-    runs = [METHODS[method](base, data(), data(24, 1), cfg, None) for _ in range(2)]
+    runs = [get_method(method)(base, data(), data(24, 1), cfg, None) for _ in range(2)]
     (m1, h1), (m2, h2) = runs
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
     assert [h["phase"] for h in h1] == ["prefit", method, method]

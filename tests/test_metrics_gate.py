@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from robustct.gate import choose_champion, evaluate_gate, format_verdict
+from robustct.gate import choose_champion, collapse, evaluate_gate, format_verdict, measurements
 from robustct.metrics import best_threshold, bootstrap_ci, evaluation_report, point_metrics
 
 
@@ -44,18 +44,41 @@ def test_best_threshold_separates():
     assert 0.2 < t <= 0.25
 
 
-GATE = {"min_clean_accuracy": 0.7, "min_robust_accuracy": 0.3, "min_auc": 0.75, "attack": "pgd", "epsilon": 1 / 255}
+GATE = {"min_clean_accuracy": 0.7, "min_robust_accuracy": 0.3, "min_auc": 0.75, "attack": "worst_case",
+        "epsilon": 1 / 255, "collapse": {"min_covid_rate": 0.1, "max_covid_rate": 0.9, "min_auc": 0.6},
+        "veto_flags": ["black_box_beats_white_box"]}
 
 
-def test_gate_pass_fail_and_missing():
-    ok = evaluate_gate({"clean_accuracy": 0.8, "robust_accuracy": 0.3, "auc": 0.8}, GATE)
-    assert ok["passed"] and len(ok["checks"]) == 3
-    bad = evaluate_gate({"clean_accuracy": 0.8, "robust_accuracy": 0.29, "auc": 0.8}, GATE)
-    assert not bad["passed"] and [c["passed"] for c in bad["checks"]] == [True, False, True]
-    assert not evaluate_gate({"clean_accuracy": 0.8, "robust_accuracy": None, "auc": 0.8}, GATE)["passed"]
-    assert not evaluate_gate({"clean_accuracy": math.nan, "robust_accuracy": 1, "auc": 1}, GATE)["passed"]
+def cand(clean=0.8, auc=0.8, rate=0.5, robust=0.3, flag=0, **kw):
+    return {"clean_accuracy": clean, "auc": auc, "predicted_covid_rate": rate, "profile": "cpu",
+            "robust.worst_case.1/255": robust, "robust.pgd.1/255": 0.9, "sanity.black_box_beats_white_box": flag, **kw}
+
+
+def test_gate_reads_the_worst_case_not_one_attack():
+    ok = evaluate_gate(cand(), GATE)
+    assert ok["passed"] and ok["robust_accuracy"] == 0.3 and ok["robust_measure"] == "worst_case[cpu]@1/255"
+    bad = evaluate_gate(cand(robust=0.29), GATE)  # PGD alone (0.9) would pass
+    assert not bad["passed"] and [c["passed"] for c in bad["checks"]] == [True, True, False, True, True]
+    assert evaluate_gate(cand(robust=0.29), {**GATE, "attack": "pgd"})["passed"]
+    assert not evaluate_gate(cand(robust=None), GATE)["passed"]
+    assert not evaluate_gate(cand(clean=math.nan), GATE)["passed"]
+    assert not evaluate_gate({k: v for k, v in cand().items() if k != "robust.worst_case.1/255"}, GATE)["passed"]
     text = format_verdict("defended", bad)
-    assert "FAIL robust_accuracy[pgd@0.00392157]: measured 0.2900 >= 0.3000" in text
+    assert "FAIL robust_accuracy worst_case[cpu]@1/255: measured 0.2900 >= 0.3000" in text
+
+
+@pytest.mark.parametrize("kw,reason", [({"rate": 0.95}, "predicted-COVID rate 0.950 outside [0.1, 0.9]"),
+                                       ({"rate": 0.05}, "outside"), ({"auc": 0.55}, "AUC 0.550 < 0.6")])
+def test_collapse_vetoes_whatever_the_robust_accuracy(kw, reason):
+    v = evaluate_gate(cand(robust=1.0, clean=0.9, **kw), {**GATE, "min_auc": 0.5})
+    assert not v["passed"] and reason in v["collapse"]
+    assert collapse(cand(), GATE["collapse"]) is None
+
+
+def test_masking_flag_vetoes():
+    v = evaluate_gate(cand(flag=1), GATE)
+    assert not v["passed"] and "no sanity flag black_box_beats_white_box: raised" in format_verdict("x", v)
+    assert not evaluate_gate({k: v for k, v in cand().items() if not k.startswith("sanity")}, GATE)["passed"]
 
 
 def test_champion_is_best_passing_or_none():
@@ -64,3 +87,14 @@ def test_champion_is_best_passing_or_none():
          dict(name="c", passed=False, robust_accuracy=0.9, clean_accuracy=0.9)]
     assert choose_champion(v)["name"] == "b"
     assert choose_champion([v[2]]) is None
+
+
+def test_measurements_from_written_outputs():
+    evaluation = {"metrics": {"accuracy": {"value": 0.8}, "auc": {"value": 0.9}}, "predicted_covid_rate": 0.4}
+    sweep = {"worst_case": [{"attack": "worst_case", "epsilon": 1 / 255, "robust_accuracy": 0.6, "profile": "cpu"}],
+             "pgd": [{"attack": "pgd", "epsilon": 1 / 255, "robust_accuracy": 0.7}],
+             "fgsm_paper": [{"attack": "fgsm", "epsilon": 0.1, "robust_accuracy": 0.1}],
+             "sanity": {"flags": {"vanishing_gradients": {"flag": True, "detail": ""}}}}
+    m = measurements(evaluation, sweep)
+    assert m["robust.worst_case.1/255"] == 0.6 and m["robust.pgd.1/255"] == 0.7 and m["profile"] == "cpu"
+    assert m["sanity.vanishing_gradients"] == 1 and "robust.fgsm_paper.0.1" not in m

@@ -6,21 +6,23 @@ import pytest
 import torch
 
 from robustct import perceptibility
-from robustct.params import ParamsError, check_params, load_params
+from robustct.params import check_params
 from robustct.robustness import curve_from_minimal
 from robustct.sanity import sanity_flags
 from robustct.sweep_report import log_sweep, sweep_and_write
 from robustct.io import flat_sweep_metrics, sweep_config
 
+PROFILE = {"pgd": {"steps": 5, "step_size": None, "restarts": 1},
+           "bim": {"steps": 5}, "mim": {"steps": 5}, "apgd_ce": {"steps": 5},
+           "fgsm_min_eps": {"epsilon_step": "1/255", "max_epsilon": "16/255"},
+           "deepfool": {"max_iter": 10}, "cw_l2": {"max_iter": 5, "binary_search_steps": 2, "subset": 8},
+           "square": {"max_iter": 10}}
 ATTACK = {
     "fgsm_paper_epsilons": [0, 0.1, 0.2, 0.3, 1.0],
     "standard_epsilons": ["2/255", "8/255"],
-    "pgd": {"steps": 5, "step_size": None, "restarts": 1},
-    "suite": ["bim", "mim", "apgd_ce", "fgsm_min_eps", "deepfool", "cw_l2", "square"],
-    "bim": {"steps": 5}, "mim": {"steps": 5}, "apgd_ce": {"steps": 5},
-    "fgsm_min_eps": {"epsilon_step": "1/255", "max_epsilon": "16/255"},
-    "deepfool": {"max_iter": 10}, "cw_l2": {"max_iter": 5, "binary_search_steps": 2, "subset": 8},
-    "square": {"max_iter": 10},
+    "worst_case": ["fgsm", "pgd", "apgd_ce", "square"],
+    "suite": ["fgsm", "pgd", "bim", "mim", "apgd_ce", "fgsm_min_eps", "deepfool", "cw_l2", "square"],
+    "profile": "cpu", "profiles": {"cpu": PROFILE},
     "targeted": {"attacks": ["pgd"], "scenarios": ["fraud", "missed_diagnosis"]},
     "perceptibility_epsilon": "2/255", "batch_size": 8, "grid_examples": 2, "seed": 0,
 }
@@ -73,7 +75,9 @@ def test_perceptibility_known_answers():
 
 
 def test_params_validate_attack_suite():
-    params = load_params("params.yaml")
+    from robustct.params import read_yaml
+
+    params = read_yaml("params.yaml")
     assert check_params(params) == []
     params["attack"]["suite"] = ["pgd", "apgd_dlr", "jsma"]
     problems = check_params(params)
@@ -81,11 +85,14 @@ def test_params_validate_attack_suite():
     assert any("unknown attack 'jsma'; valid: fgsm, pgd, bim, mim, apgd_ce, square, cw_l2, deepfool, fgsm_min_eps" in p
                for p in problems)
     params["attack"]["suite"] = []
+    params["attack"]["worst_case"] = ["pgd", "deepfool"]  # a minimal-perturbation attack has no fixed budget
     params["attack"]["targeted"] = {"attacks": ["square"], "scenarios": ["fraud", "theft"]}
-    params["attack"]["bim"] = {"steps": 0}
+    params["attack"]["profiles"]["cpu"]["bim"] = {"steps": 0}
     text = "; ".join(check_params(params))
-    assert "'square' cannot run targeted" in text and "unknown scenario 'theft'" in text and "attack.bim.steps" in text
-    with pytest.raises(ParamsError):
+    assert "'square'] cannot run targeted" in text and "attack.targeted.scenarios.1: 'theft'" in text
+    assert "attack.profiles.cpu.bim.steps" in text
+    assert "unknown fixed-budget L-inf attack 'deepfool'" in text
+    with pytest.raises(ValueError, match="above 1"):
         sweep_config({**params["attack"], "perceptibility_epsilon": 8})
 
 
@@ -178,25 +185,19 @@ def test_log_sweep_nested_run_per_attack_epsilon_and_target_mode(tmp_path):
     assert ml.runs[4]["tags"]["target_mode"] == "fraud" and ml.runs[4]["metrics"]["targeted_success_rate"] == 0.7
 
 
-def declared_attack_files():
-    import yaml
-
-    stage = yaml.safe_load(open("dvc.yaml"))["stages"]["attack"]
-    names = []
-    for key in ("outs", "metrics", "plots"):
-        for item in stage.get(key, []):
-            names.append(next(iter(item)) if isinstance(item, dict) else item)
-    return [n.split("outputs/attack/", 1)[1] for n in names]
+WRITTEN = ("sweep.json", "metrics.json", "suite_table.md", "paper_table.md", "paper_table.csv", "worst_case.csv",
+           "fgsm.csv", "pgd.csv", "fgsm_paper.csv", "fgsm_paper_grid.png", "standard_grid.png", "examples.png")
 
 
-@pytest.mark.parametrize("suite", [[], ["deepfool"]])
-def test_every_file_dvc_declares_is_written(tiny_model, tmp_path, suite):
+@pytest.mark.parametrize("suite", [["fgsm", "pgd"], ["fgsm", "pgd", "deepfool"]])
+def test_the_same_files_are_written_with_or_without_the_suite(tiny_model, tmp_path, suite):
     g = torch.Generator().manual_seed(4)
     x = (torch.rand(6, 1, 16, 16, generator=g) * 255).to(torch.uint8)
     y = torch.tensor([0, 1] * 3)
     params = {**ATTACK, "fgsm_paper_epsilons": [0, 0.5], "standard_epsilons": ["8/255"], "suite": suite,
-              "pgd": {"steps": 2, "step_size": None, "restarts": 1}, "grid_examples": 1,
-              "targeted": {"attacks": ["pgd"] if suite else [], "scenarios": ["fraud"]}}
-    sweep_and_write(tiny_model, x, y, sweep_config(params), tmp_path, progress=lambda s: None)
-    missing = [f for f in declared_attack_files() if not (tmp_path / f).is_file()]
+              "profiles": {"cpu": {**PROFILE, "pgd": {"steps": 2, "step_size": None, "restarts": 1}}},
+              "grid_examples": 1, "targeted": {"attacks": ["pgd"] if len(suite) > 2 else [], "scenarios": ["fraud"]}}
+    res = sweep_and_write(tiny_model, x, y, sweep_config(params), tmp_path, progress=lambda s: None)
+    missing = [f for f in WRITTEN if not (tmp_path / f).is_file()]
     assert not missing
+    assert [p["epsilon"] for p in res["worst_case"]] == [pytest.approx(8 / 255)]

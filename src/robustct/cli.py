@@ -7,15 +7,22 @@ from pathlib import Path
 
 STAGES = {
     "fetch-data": "obtain the COVID-CT dataset into data/ (folder or upstream URLs), verified against SHA256SUMS",
-    "validate": "per-image table + Great Expectations suite; stops on a violation",
+    "validate": "per-image table, duplicates, shortcut audit and Great Expectations suite; with "
+                "validate.on_error: quarantine offending files are listed in quarantine.csv and left out of the "
+                "split, with validate.on_error: fail the stage stops with a non-zero exit",
     "split": "train/val/test grouped by patient, stratified by label",
     "train": "transfer-learning classifier; checkpoint chosen on validation; MLflow run",
-    "evaluate": "test metrics with 95%% bootstrap intervals, ROC, confusion matrix",
-    "attack": "FGSM (paper + standard epsilon grids) and PGD sweeps on the test split",
-    "defend": "PGD adversarial training, then the same evaluation and attack sweep",
-    "promote": "register candidates in the MLflow Model Registry; move `champion` only on a gate pass",
-    "gate": "CI gate: exit 0 if the candidate passes every threshold in params.yaml, else 1",
+    "evaluate": "one candidate's clean test metrics with 95% bootstrap intervals, ROC, confusion matrix",
+    "attack": "one candidate's worst-case robust accuracy (attack.worst_case cascade), FGSM paper grid, every "
+              "suite attack (attack.suite; attacks: {attacks}), targeted scenarios, minimal epsilon, "
+              "perceptibility, sanity flags",
+    "defend": "train the defended candidate (defend.method); evaluate and attack judge it like every candidate",
+    "promote": "register candidates in the MLflow Model Registry; `champion` only on a gate pass, removed when it "
+               "fails the current gate",
+    "report": "write the results page (docs/results/) from the run's outputs and log it with the promote run",
+    "gate": "CI gate: exit 0 if the candidate passes every check of params.yaml gate, else 1",
 }
+"""Subcommand -> one-line description (plain text: argparse ``%`` escaping is applied where needed)."""
 
 UPSTREAM = "https://github.com/UCSD-AI4H/COVID-CT/raw/master"
 UPSTREAM_FILES = {
@@ -27,10 +34,13 @@ UPSTREAM_FILES = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .attack_registry import ATTACK_SPECS  # noqa: PLC0415  (no torch; the one list of attack names)
+
     parser = argparse.ArgumentParser(prog="robustct", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in STAGES.items():
-        p = sub.add_parser(name, help=text, description=text)
+        text = text.format(attacks=", ".join(ATTACK_SPECS)) if name == "attack" else text
+        p = sub.add_parser(name, help=text.replace("%", "%%"), description=text)  # help= is %-formatted
         p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
         if name not in ("fetch-data", "gate", "split"):
             p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
@@ -38,9 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--source", help="local COVID-CT folder (default: params data.source)")
             p.add_argument("--url", action="store_true",
                            help="download the upstream archives and metadata instead of copying a folder")
-        if name == "gate":
-            p.add_argument("--candidate", default="defended", choices=["baseline", "defended"],
-                           help="which candidate's measured metrics to judge (default: defended)")
+        if name in ("gate", "evaluate", "attack"):
+            p.add_argument("--candidate", default="defended" if name == "gate" else "baseline",
+                           help="a name of params.yaml candidates (default: %(default)s)")
+        if name in ("evaluate", "attack"):
+            p.add_argument("--model-dir", help="folder with the candidate's model.pt and run.json "
+                                               "(default: params.yaml candidates.<candidate>.model)")
     return parser
 
 
@@ -69,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{data_root}: {'installed and verified' if changed else 'already present and verified'}")
         return 0
+    if cmd in ("gate", "evaluate", "attack") and args.candidate not in params["candidates"]:
+        print(f"error: unknown candidate {args.candidate!r}; valid: {', '.join(params['candidates'])} "
+              f"(params.yaml candidates)", file=sys.stderr)
+        return 2
     if cmd == "gate":
         from .stages.promote import gate_main  # noqa: PLC0415
 
@@ -83,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     kwargs = {"track": track} if cmd != "split" else {}
     if cmd in ("validate", "train", "evaluate", "attack", "defend"):
         kwargs["data_root"] = data_root
+    if cmd in ("evaluate", "attack"):
+        kwargs["candidate"] = args.candidate
+        kwargs["model_dir"] = Path(args.model_dir or params["candidates"][args.candidate]["model"])
     try:
         stage.run(params, **kwargs)
     except FileNotFoundError as exc:

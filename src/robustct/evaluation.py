@@ -21,8 +21,9 @@ def report_for(model, data_root: Path, split_dir: Path, cfg: dict, out_dir: Path
     # the model's threshold is folded into its logits, so 0.5 on its probabilities is its decision rule
     rep = evaluation_report(y.numpy(), p, 0.5, int(cfg.get("bootstrap", 1000)), int(cfg.get("seed", 0)))
     rep["model_threshold"] = model.config["threshold"]
+    rep["predicted_covid_rate"] = float((p >= 0.5).mean()) if len(p) else float("nan")
     write_json(out_dir / "metrics.json", {k: rep[k] for k in ("n", "threshold", "model_threshold", "metrics",
-                                                              "confusion_matrix")})
+                                                              "confusion_matrix", "predicted_covid_rate")})
     roc = rep["roc"]
     write_csv(out_dir / "roc.csv", [dict(fpr=a, tpr=b) for a, b in zip(roc["fpr"], roc["tpr"])], ["fpr", "tpr"])
     test = read_split(split_dir, "test")
@@ -34,9 +35,21 @@ def report_for(model, data_root: Path, split_dir: Path, cfg: dict, out_dir: Path
     return rep
 
 
+def headline(rep: dict) -> dict:
+    """The few numbers ``dvc metrics show`` lists per candidate: accuracy and AUC with their 95 % intervals
+    (as ``"low-high"`` text) and the predicted-COVID rate (a collapse shows here first)."""
+    m = rep["metrics"]
+    return {"accuracy": round(m["accuracy"]["value"], 4),
+            "accuracy_95ci": f"{m['accuracy']['ci_low']:.3f}-{m['accuracy']['ci_high']:.3f}",
+            "auc": round(m["auc"]["value"], 4), "auc_95ci": f"{m['auc']['ci_low']:.3f}-{m['auc']['ci_high']:.3f}",
+            "covid_rate": round(rep["predicted_covid_rate"], 4)}
+
+
 def log_report(mlflow, rep: dict, out_dir: Path, prefix: str = "test_") -> None:
+    """Log test metrics with their interval bounds and the evaluation artifacts into the active run."""
     for k, v in rep["metrics"].items():
         mlflow.log_metrics({f"{prefix}{k}": v["value"], f"{prefix}{k}_ci_low": v["ci_low"],
                             f"{prefix}{k}_ci_high": v["ci_high"]})
+    mlflow.log_metric(f"{prefix}predicted_covid_rate", rep["predicted_covid_rate"])
     for f in ("metrics.json", "roc.png", "confusion.png", "predictions.csv"):
         mlflow.log_artifact(str(Path(out_dir) / f), "evaluation")

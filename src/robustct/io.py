@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .params import format_epsilon, parse_epsilon
+from .epsilon import format_epsilon
 
 OUT = Path("outputs")
 PAPER_FGSM_NON_COVID = {  # reference paper, non-COVID test images, accuracy under FGSM
@@ -76,37 +76,26 @@ def device() -> torch.device:
     return torch.device(name)
 
 
-SUITE_SECTIONS = ("bim", "mim", "apgd_ce", "square", "cw_l2", "deepfool", "fgsm_min_eps")
-EPSILON_KEYS = ("step_size", "epsilon_step", "max_epsilon")
-
-
 def sweep_config(attack_params: dict) -> dict:
-    """The ``attack`` params section with epsilons parsed to floats.
+    """The robustness-evaluation config from the ``attack`` params section.
 
-    Besides the FGSM/PGD keys it passes on ``suite`` (attack names), one section per attack in
-    ``SUITE_SECTIONS`` (``step_size``, ``epsilon_step`` and ``max_epsilon`` parsed as epsilons),
-    ``targeted``, ``perceptibility_epsilon`` and ``sanity``.
+    Args:
+        attack_params: the ``attack`` section, validated (:func:`robustct.params.validated`) or raw
+            (it is validated here: epsilons parsed, defaults filled).
+
+    Returns:
+        ``{"paper_epsilons", "standard_epsilons", "profile", "worst_case", "suite", "targeted",
+        "perceptibility_epsilon", "sanity", "batch_size", "grid_examples", "seed"}`` plus one section per
+        registered attack with the active profile's parameters (``cfg["pgd"]``, ``cfg["square"]``, ...).
     """
-    pgd = dict(attack_params["pgd"])
-    if pgd.get("step_size") is not None:
-        pgd["step_size"] = parse_epsilon(pgd["step_size"], "attack.pgd.step_size")
-    cfg = {
-        "paper_epsilons": [parse_epsilon(e, "attack.fgsm_paper_epsilons") for e in attack_params["fgsm_paper_epsilons"]],
-        "standard_epsilons": [parse_epsilon(e, "attack.standard_epsilons") for e in attack_params["standard_epsilons"]],
-        "pgd": pgd, "batch_size": int(attack_params.get("batch_size", 32)),
-        "grid_examples": int(attack_params.get("grid_examples", 4)), "seed": int(attack_params.get("seed", 0)),
-        "suite": list(attack_params.get("suite", [])),
-        "targeted": dict(attack_params.get("targeted", {})),
-        "sanity": dict(attack_params.get("sanity", {})),
-        "perceptibility_epsilon": parse_epsilon(attack_params.get("perceptibility_epsilon", "2/255"),
-                                                "attack.perceptibility_epsilon"),
-    }
-    for name in SUITE_SECTIONS:
-        sec = dict(attack_params.get(name) or {})
-        for k in EPSILON_KEYS:
-            if sec.get(k) is not None:
-                sec[k] = parse_epsilon(sec[k], f"attack.{name}.{k}")
-        cfg[name] = sec
+    from .params import AttackParams  # noqa: PLC0415
+
+    a = AttackParams.model_validate(attack_params).model_dump()
+    cfg = {"paper_epsilons": a["fgsm_paper_epsilons"], "standard_epsilons": a["standard_epsilons"],
+           "profile": a["profile"], "worst_case": a["worst_case"], "suite": a["suite"], "targeted": a["targeted"],
+           "perceptibility_epsilon": a["perceptibility_epsilon"], "sanity": a["sanity"],
+           "batch_size": a["batch_size"], "grid_examples": a["grid_examples"], "seed": a["seed"]}
+    cfg.update(a["profiles"][a["profile"]])
     return cfg
 
 

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbones import backbone_builder
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TF_MEAN = (0.5, 0.5, 0.5)
@@ -133,6 +135,11 @@ class Classifier(nn.Module):
             for stage in stages[len(stages) - n:]:
                 stage.train()
         return self
+
+    def checkpoint(self, extra: dict | None = None) -> dict:
+        """``{"config", "state_dict", "extra"}`` with config and extra as plain Python types (:func:`plain`),
+        loadable with ``torch.load(..., weights_only=True)``; see :func:`save_checkpoint`."""
+        return {"config": plain(self.config), "state_dict": self.state_dict(), "extra": plain(extra or {})}
 
     # -- decision threshold -----------------------------------------------------------
     def set_threshold(self, threshold: float) -> None:
@@ -246,15 +253,29 @@ def _small_cnn(weights: str, widths=(16, 32, 64, 128), norm: str = "group"):
     return net, [[str(i)] for i in range(len(widths))], widths[-1], (0.5,), (0.25,)
 
 
-BACKBONES = {
-    "efficientnet_lite0": _efficientnet_lite0,
-    "resnet18": lambda weights: _torchvision_resnet("resnet18", weights),
-    "resnet50": lambda weights: _torchvision_resnet("resnet50", weights),
-    "small_cnn": _small_cnn,
-    "small_cnn_bn": lambda weights: _small_cnn(weights, norm="batch"),
-}
-"""Backbone name -> builder ``weights -> (features, stage names, feature width, mean, std)``; the one list of
-valid ``train.backbone`` values."""
+def small_cnn_features(weights: str):
+    """Small VGG-style CNN with GroupNorm (from scratch); see :func:`_small_cnn`."""
+    return _small_cnn(weights, norm="group")
+
+
+def small_cnn_bn_features(weights: str):
+    """Small VGG-style CNN with BatchNorm (from scratch); see :func:`_small_cnn`."""
+    return _small_cnn(weights, norm="batch")
+
+
+def efficientnet_lite0_features(weights: str):
+    """EfficientNet-Lite0 features (timm ``tf_efficientnet_lite0``); see :func:`build_model`."""
+    return _efficientnet_lite0(weights)
+
+
+def resnet18_features(weights: str):
+    """torchvision ResNet-18 features; see :func:`build_model`."""
+    return _torchvision_resnet("resnet18", weights)
+
+
+def resnet50_features(weights: str):
+    """torchvision ResNet-50 features (the reference paper's backbone); see :func:`build_model`."""
+    return _torchvision_resnet("resnet50", weights)
 
 
 def build_model(backbone: str, weights: str = "imagenet", image_size: int = 224, dropout: float = 0.5,
@@ -276,9 +297,7 @@ def build_model(backbone: str, weights: str = "imagenet", image_size: int = 224,
         WeightsUnavailableError: ImageNet weights cannot be had (message says how to provide them).
         FileNotFoundError: ``weights`` is a path that does not exist.
     """
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
-    features, stages, nf, mean, std = BACKBONES[backbone](weights)
+    features, stages, nf, mean, std = backbone_builder(backbone)(weights)
     config = dict(backbone=backbone, weights=str(weights), image_size=int(image_size), dropout=float(dropout),
                   mean=list(mean), std=list(std), labels=list(LABELS), threshold=0.5,
                   resize_to=None if resize_to is None else int(resize_to), resize_mode=resize_mode)
@@ -287,28 +306,100 @@ def build_model(backbone: str, weights: str = "imagenet", image_size: int = 224,
     return model
 
 
+def plain(obj):
+    """``obj`` with numpy scalars/arrays and tuples turned into JSON-able Python types (dict, list, str,
+    int, float, bool, None); tensors are kept. Raises TypeError for anything else."""
+    import numpy as np  # noqa: PLC0415
+
+    if isinstance(obj, np.generic):  # before float: np.float64 subclasses float
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor)):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    raise TypeError(f"cannot store {type(obj).__name__} in a weights-only checkpoint")
+
+
 def save_checkpoint(model: Classifier, path: Path, extra: dict | None = None) -> None:
-    """Write the model's weights and config atomically (temp file + rename)."""
+    """Write the model's weights and config atomically (temp file + rename).
+
+    ``config`` and ``extra`` are stored as plain Python types (:func:`plain`), so the file loads with
+    ``torch.load(..., weights_only=True)`` (no code runs when it is read).
+
+    Raises:
+        TypeError: ``extra`` holds something that is not plain data or a tensor.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"config": model.config, "state_dict": model.state_dict(), "extra": extra or {}}, tmp)
+    torch.save(model.checkpoint(extra), tmp)
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path, map_location="cpu") -> Classifier:
-    """Rebuild a model saved by :func:`save_checkpoint` (no pretrained download needed).
+def read_checkpoint(path: Path, map_location="cpu") -> dict:
+    """The raw ``{"config", "state_dict", "extra"}`` of a checkpoint, read with ``weights_only=True``.
 
     Raises:
         FileNotFoundError: naming the file and the stage that writes it.
+        ValueError: the file holds Python objects other than plain data and tensors (an older or foreign
+            checkpoint); the message names the file and the fix.
     """
+    import pickle  # noqa: PLC0415
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model checkpoint not found; run `dvc repro` (train/defend stage) first")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"{path}: not a weights-only checkpoint (written by an older robustct or another tool); "
+                         "rewrite it with `dvc repro -f` of the stage that made it") from exc
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> Classifier:
+    """Rebuild a model saved by :func:`save_checkpoint` (weights only; no pretrained download needed).
+
+    Raises:
+        FileNotFoundError: naming the file and the stage that writes it.
+        ValueError: not a weights-only checkpoint (see :func:`read_checkpoint`).
+    """
+    ckpt = read_checkpoint(path, map_location)
     cfg = ckpt["config"]
     model = build_model(cfg["backbone"], "none", cfg["image_size"], cfg["dropout"], freeze_backbone=True,
                         resize_to=cfg.get("resize_to"), resize_mode=cfg.get("resize_mode", "area"))
     model.load_state_dict(ckpt["state_dict"])
     model.config = dict(cfg)
     return model.eval()
+
+
+def load_registered(model_uri: str) -> Classifier:
+    """Load a model logged by :func:`robustct.tracking.log_model` (``models:/name@champion``, ``runs:/...``)
+    from its weights-only checkpoint, without unpickling code.
+
+    ``mlflow.pytorch.load_model(model_uri)`` returns the same model (it unpickles the saved module); use this
+    where the store is not trusted or ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``. MLflow's tracking and
+    registry URIs must already point at the store.
+
+    Returns:
+        the :class:`Classifier` in eval mode on the CPU; it takes float32 ``(N, 1, H, W)`` in [0, 1].
+
+    Raises:
+        FileNotFoundError: the model has no ``extra_files/checkpoint.pt`` (logged by an older robustct).
+    """
+    import tempfile  # noqa: PLC0415
+
+    import mlflow  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        ckpt = local / "extra_files" / "checkpoint.pt"
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"{model_uri}: no extra_files/checkpoint.pt; load it with "
+                                    "mlflow.pytorch.load_model or log it again with this version of robustct")
+        return load_checkpoint(ckpt)

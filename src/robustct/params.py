@@ -1,272 +1,445 @@
-"""Loading and checking ``params.yaml``.
+"""The one schema of ``params.yaml`` (pydantic v2): types, closed choices, ranges and defaults in one place.
 
-Every stage reads only its own section. Values are checked when a stage starts so
-that a typo fails in a second with the key named, not after twenty minutes of
-training.
+Every section rejects unknown keys, so a typo (``train.schedual``) fails in a second with the key path
+and the valid choices instead of silently running with a default. Epsilons and step sizes are L-inf
+budgets in [0, 1] pixel units and may be written ``"2/255"``. The file is read as DVC reads it
+(YAML 1.2, ruamel), so ``1e-5`` is a float. Stages receive plain dicts (``model_dump``) with every
+default filled in and every epsilon parsed to a float.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional, Union
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+from .attack_registry import ATTACK_SPECS, NOT_APPLICABLE, fixed_budget_names, names
+from .epsilon import Epsilon, ParamsError, format_epsilon, parse_epsilon
+from .backbones import BACKBONES
+from .defences import METHODS
+from .gate import VETO_FLAGS
+from .sanity import FLAG_NAMES
+
+__all__ = ["Params", "ParamsError", "check_params", "format_epsilon", "load_params", "parse_epsilon", "read_yaml"]
 
 
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)  # "48" is not an int; YAML 1.2 gives 1e-5 as a float
 
-class ParamsError(ValueError):
-    """A value in ``params.yaml`` is missing, of the wrong type or out of range."""
+
+# --- data, validate, split ----------------------------------------------------------------------------
+class DataParams(_Strict):
+    root: str = Field("data", description="where data.dvc puts the dataset")
+    source: str = Field("../shared/datasets/covid-ct", description="local copy used by `robustct fetch-data`")
 
 
-def parse_epsilon(value: Any, key: str = "epsilon") -> float:
-    """Parse an L-infinity budget given as a number or a string such as ``"2/255"``.
+class NearDuplicateParams(_Strict):
+    max_hash_distance: int = Field(8, ge=0, le=64, description="perceptual-hash candidate distance, bits of 64")
+    min_ssim: float = Field(0.9, ge=-1, le=1, description="SSIM that confirms a near duplicate")
 
-    Args:
-        value: float/int in [0, 1], or a string ``"a/b"`` / ``"0.1"``.
-        key: name used in error messages.
 
-    Returns:
-        The epsilon as a float in [0, 1] pixel units.
+class ShortcutParams(_Strict):
+    max_auc: float = Field(0.7, ge=0.5, le=1)
+    folds: int = Field(5, ge=2, le=20)
+    seed: int = 0
+    image_size: int = Field(160, ge=8, le=1024)
+
+
+class ValidateParams(_Strict):
+    on_error: Literal["fail", "quarantine"] = "quarantine"
+    min_width: int = Field(48, ge=1, le=100_000)
+    min_height: int = Field(48, ge=1, le=100_000)
+    max_pixels: int = Field(50_000_000, ge=1, le=10**10)
+    expected_counts: dict[Literal["covid", "non_covid"], int] = Field(
+        default_factory=lambda: {"covid": 349, "non_covid": 397})
+    near_duplicates: NearDuplicateParams = NearDuplicateParams()
+    shortcut: ShortcutParams = ShortcutParams()
+
+    @field_validator("expected_counts")
+    @classmethod
+    def _counts(cls, v):
+        if not v:
+            raise ValueError("must map labels to image counts, e.g. {covid: 349, non_covid: 397}")
+        if any(c < 0 for c in v.values()):
+            raise ValueError("counts must be >= 0")
+        return v
+
+
+class Ratios(_Strict):
+    train: float = Field(0.8, gt=0, lt=1)
+    val: float = Field(0.1, gt=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self):
+        total = self.train + self.val + self.test
+        if abs(total - 1) > 1e-6:
+            raise ValueError(f"ratios must sum to 1, got {total:g}")
+        return self
+
+
+class SplitParams(_Strict):
+    scheme: Literal["patient", "random"] = Field(
+        "patient", description="patient: no patient in two splits | random: the paper's image-level split (leaks)")
+    ratios: Ratios = Ratios()
+    seed: int = 42
+
+
+# --- train, evaluate, defend --------------------------------------------------------------------------
+class Augmentation(_Strict):
+    hflip: bool = False
+    rotation_deg: float = Field(0.0, ge=0, le=180)
+    translate: float = Field(0.0, ge=0, le=0.5)
+    scale: Optional[list[float]] = Field(None, min_length=2, max_length=2, description="[low, high] zoom range")
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v):
+        if v is not None and not 0 < v[0] <= v[1]:
+            raise ValueError(f"scale must be [low, high] with 0 < low <= high, got {list(v)}")
+        return v
+
+
+def _as_text(v: Any) -> Any:
+    """YAML numbers for a choice written as text (``threshold: 0.5``) become text, so choices are checked."""
+    return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
+class TrainParams(_Strict):
+    backbone: str = Field("efficientnet_lite0", description="a name of robustct.models.BACKBONES")
+    weights: str = Field("imagenet", description="imagenet | none | path to a backbone state dict")
+    freeze_backbone: bool = True
+    image_size: int = Field(160, ge=32, le=1024)
+    dropout: float = Field(0.5, ge=0, lt=1)
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0, le=10)
+    schedule: Literal["constant", "cosine"] = "constant"
+    epochs: int = Field(20, ge=1, le=10_000)
+    batch_size: int = Field(32, ge=1, le=4096)
+    seed: int = 0
+    threshold: Literal["0.5", "val_youden"] = "0.5"
+    augmentation: Augmentation = Augmentation()
+
+    _threshold_text = field_validator("threshold", mode="before")(classmethod(lambda cls, v: _as_text(v)))
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone(cls, v):
+        if v not in BACKBONES:
+            raise ValueError(f"unknown backbone {v!r}; valid: {', '.join(BACKBONES)}")
+        return v
+
+
+class EvaluateParams(_Strict):
+    bootstrap: int = Field(1000, ge=1, le=1_000_000, description="bootstrap resamples for 95 % intervals")
+    seed: int = 0
+
+
+class DefendParams(_Strict):
+    """``defend``: adversarial training (robustct.defences.adversarial). Defaults: the recipe chosen in
+    docs/defences.md (TRADES on a small BatchNorm CNN trained from scratch, resized to 64 px inside the model)."""
+    method: str = Field("trades", description="a name of robustct.defences.METHODS: pgd_at | trades | fast_at")
+    epsilon: Epsilon = Field(1 / 255, description="training and selection budget (L-inf, [0, 1] pixel units)")
+    steps: int = Field(2, ge=1, le=1000, description="attack steps per training batch (fast_at: 1)")
+    step_size: Optional[Epsilon] = Field(None, description="null = 2.5 * epsilon / steps (fast_at: 1.25 * epsilon)")
+    epsilon_warmup: int = Field(5, ge=0, le=10_000,
+                                description="epochs over which epsilon, step size and TRADES beta ramp up linearly")
+    beta: float = Field(6.0, ge=0, le=100, description="TRADES weight of the KL term")
+    adv_weight: float = Field(1.0, ge=0, le=1, description="pgd_at/fast_at: (1-w) CE(clean) + w CE(adversarial)")
+    val_steps: int = Field(10, ge=1, le=1000, description="PGD steps of the validation attack for selection")
+    select_on: Literal["robust", "mean"] = "robust"
+    init: Literal["baseline", "new"] = Field("new", description="baseline: the train stage's model; new: backbone/weights")
+    backbone: Optional[str] = Field("small_cnn_bn", description="init new: a BACKBONES name (null: the baseline's)")
+    weights: str = Field("none", description="init new: imagenet | none | path of a backbone state dict")
+    resize_to: Optional[int] = Field(64, ge=8, le=1024, description="init new: side the model resizes its input to")
+    resize_mode: Literal["area", "bilinear"] = "area"
+    dropout: float = Field(0.2, ge=0, le=1, description="init new: dropout before the head")
+    prefit_epochs: int = Field(15, ge=0, le=10_000, description="clean full fine-tune epochs before adversarial training")
+    prefit_lr: float = Field(3e-3, gt=0, le=10)
+    trainable_stages: Union[Literal["all"], int] = Field("all", description="last N backbone stages trained, or all")
+    batchnorm: Literal["eval", "train", "dual"] = Field(
+        "dual", description="eval: statistics frozen | train | dual: separate clean/adversarial (AdvProp)")
+    ema_decay: float = Field(0.99, ge=0, lt=1, description="weight EMA decay (0: off)")
+    lr: float = Field(1e-3, gt=0, le=10)
+    lr_decay: float = Field(1.0, gt=0, le=1, description="stage k from the top gets lr * lr_decay**k")
+    weight_decay: float = Field(0.0, ge=0, le=10)
+    schedule: Literal["constant", "cosine"] = "cosine"
+    epochs: int = Field(15, ge=1, le=10_000)
+    batch_size: int = Field(32, ge=1, le=4096)
+    seed: int = 0
+    threshold: Literal["0.5", "val_youden"] = "val_youden"
+    augmentation: Augmentation = Augmentation(hflip=True, rotation_deg=10, translate=0.05, scale=[0.9, 1.1])
+    co_check_images: int = Field(128, ge=1, le=100_000, description="fast_at: images of the per-epoch PGD check")
+    co_check_drop: float = Field(0.2, gt=0, le=1, description="fast_at: stop when PGD accuracy falls this far")
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone(cls, v):
+        if v is not None and v not in BACKBONES:
+            raise ValueError(f"unknown backbone {v!r}; valid: {', '.join(BACKBONES)}")
+        return v
+
+    _threshold_text = field_validator("threshold", mode="before")(classmethod(lambda cls, v: _as_text(v)))
+
+    @field_validator("trainable_stages")
+    @classmethod
+    def _stages(cls, v):
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be >= 0 or 'all'")
+        return v
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v):
+        if v not in METHODS:
+            raise ValueError(f"unknown defence method {v!r}; valid: {', '.join(METHODS)}")
+        return v
+
+
+# --- attack ---------------------------------------------------------------------------------------------
+AttackProfile = create_model(
+    "AttackProfile", __config__=ConfigDict(extra="forbid", strict=True),
+    **{name: (spec.params, spec.params()) for name, spec in ATTACK_SPECS.items()},
+)
+"""One attack profile: the parameters of every registered attack (fields derived from the registry)."""
+
+STRONG_PROFILE = {"pgd": {"steps": 50, "restarts": 5}, "bim": {"steps": 100}, "mim": {"steps": 100},
+                  "apgd_ce": {"steps": 100, "restarts": 5}, "square": {"max_iter": 5000},
+                  "cw_l2": {"max_iter": 1000, "binary_search_steps": 9, "subset": None},
+                  "deepfool": {"max_iter": 100, "subset": None}, "fgsm_min_eps": {"epsilon_step": "0.25/255"}}
+"""The ``strong`` profile's defaults (Croce & Hein / Carlini et al. style, for a GPU or a night)."""
+
+
+class Profiles(_Strict):
+    cpu: AttackProfile = AttackProfile()
+    strong: AttackProfile = AttackProfile(**STRONG_PROFILE)
+
+
+class TargetedParams(_Strict):
+    attacks: list[str] = Field(default_factory=lambda: ["pgd"])
+    scenarios: list[Literal["fraud", "missed_diagnosis"]] = Field(
+        default_factory=lambda: ["fraud", "missed_diagnosis"],
+        description="fraud: non_covid -> covid; missed_diagnosis: covid -> non_covid")
+
+    @field_validator("attacks")
+    @classmethod
+    def _targetable(cls, v):
+        ok = names(targeted=True)
+        bad = [a for a in v if a not in ok]
+        if bad:
+            raise ValueError(f"{bad} cannot run targeted; valid: {', '.join(ok)}")
+        return v
+
+
+class SanityParams(_Strict):
+    max_accuracy_at_largest_epsilon: float = Field(0.05, ge=0, le=1)
+    tolerance_images: int = Field(1, ge=0)
+    max_zero_gradient_fraction: float = Field(0.05, ge=0, le=1)
+
+
+def _attack_names(v: list[str], allowed: tuple[str, ...], what: str) -> list[str]:
+    problems = []
+    for a in v:
+        if a in NOT_APPLICABLE:
+            problems.append(f"{a!r} does not apply ({NOT_APPLICABLE[a]})")
+        elif a not in allowed:
+            problems.append(f"unknown {what} {a!r}; valid: {', '.join(allowed)}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return v
+
+
+class AttackParams(_Strict):
+    fgsm_paper_epsilons: list[Epsilon] = Field(default_factory=lambda: [k / 10 for k in range(11)])
+    standard_epsilons: list[Epsilon] = Field(default_factory=lambda: [0.5 / 255, 1 / 255, 2 / 255, 4 / 255, 8 / 255],
+                                             min_length=1)
+    profile: Literal["cpu", "strong"] = Field("cpu", description="which of `profiles` every attack runs with")
+    profiles: Profiles = Profiles()
+    worst_case: list[str] = Field(default_factory=lambda: ["fgsm", "pgd", "apgd_ce", "square"], min_length=1,
+                                  description="fixed-budget attacks of the worst-case cascade, cheapest first")
+    suite: list[str] = Field(default_factory=lambda: list(names()),
+                             description="attacks whose individual curves are reported (diagnostics, sanity)")
+    targeted: TargetedParams = TargetedParams()
+    perceptibility_epsilon: Epsilon = 2 / 255
+    sanity: SanityParams = SanityParams()
+    batch_size: int = Field(32, ge=1, le=4096)
+    grid_examples: int = Field(4, ge=0, le=64)
+    seed: int = 0
+
+    @field_validator("worst_case")
+    @classmethod
+    def _worst(cls, v):
+        return _attack_names(v, fixed_budget_names(), "fixed-budget L-inf attack")
+
+    @field_validator("suite")
+    @classmethod
+    def _suite(cls, v):
+        return _attack_names(v, names(), "attack")
+
+
+# --- gate, promote, candidates ----------------------------------------------------------------------------
+class CollapseParams(_Strict):
+    min_covid_rate: float = Field(0.1, ge=0, le=1, description="lowest predicted-COVID rate on test")
+    max_covid_rate: float = Field(0.9, ge=0, le=1, description="highest predicted-COVID rate on test")
+    min_auc: float = Field(0.6, ge=0, le=1, description="AUC below this is a collapse")
+
+
+class GateParams(_Strict):
+    min_clean_accuracy: float = Field(0.70, ge=0, le=1)
+    min_auc: float = Field(0.75, ge=0, le=1)
+    min_robust_accuracy: float = Field(0.30, ge=0, le=1)
+    attack: str = Field("worst_case", description="worst_case (every attack of attack.worst_case) or one attack name")
+    epsilon: Epsilon = 1 / 255
+    collapse: CollapseParams = CollapseParams()
+    veto_flags: list[str] = Field(default_factory=lambda: list(VETO_FLAGS),
+                                  description="sanity flags (gradient masking) that stop a candidate from passing")
+
+    @field_validator("veto_flags")
+    @classmethod
+    def _flags(cls, v):
+        bad = [f for f in v if f not in FLAG_NAMES]
+        if bad:
+            raise ValueError(f"unknown sanity flags {bad}; valid: {', '.join(FLAG_NAMES)}")
+        return v
+
+    @field_validator("attack")
+    @classmethod
+    def _attack(cls, v):
+        allowed = ("worst_case",) + fixed_budget_names()
+        if v not in allowed:
+            raise ValueError(f"unknown gate attack {v!r}; valid: {', '.join(allowed)}")
+        return v
+
+
+class PromoteParams(_Strict):
+    model_name: str = Field("covid-ct-classifier", min_length=1)
+
+
+class CandidateParams(_Strict):
+    model: str = Field(description="folder holding the candidate's model.pt and run.json (a stage output)")
+
+
+class Params(_Strict):
+    """The whole of ``params.yaml``."""
+
+    data: DataParams = DataParams()
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    split: SplitParams = SplitParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    attack: AttackParams = AttackParams()
+    defend: DefendParams = DefendParams()
+    gate: GateParams = GateParams()
+    promote: PromoteParams = PromoteParams()
+    candidates: dict[str, CandidateParams] = Field(
+        default_factory=lambda: {"baseline": CandidateParams(model="outputs/train"),
+                                 "defended": CandidateParams(model="outputs/defend")})
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidate_names(cls, v):
+        if not v:
+            raise ValueError("at least one candidate is needed")
+        for name in v:
+            if not name.replace("_", "").isalnum():
+                raise ValueError(f"candidate name {name!r} must be letters, digits and _ (it names output folders)")
+        return v
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML file the way DVC does (YAML 1.2 via ruamel): ``1e-5`` is a float, ``yes`` a string."""
+    from ruamel.yaml import YAML  # noqa: PLC0415
+
+    with Path(path).open() as fh:
+        data = YAML(typ="safe", pure=True).load(fh)
+    return data or {}
+
+
+def _loc(err: dict) -> str:
+    parts = [str(p) for p in err["loc"]
+             if not (isinstance(p, str) and (p.startswith("function-") or p.startswith("literal[") or p in ("int", "float", "str")))]
+    return ".".join(parts).replace("validate_", "validate")
+
+
+def _format_error(err: dict) -> str:
+    loc = _loc(err)
+    msg = err["msg"].removeprefix("Value error, ")
+    got = repr(err.get("input"))
+    got = got if len(got) <= 60 else got[:57] + "..."
+    if err["type"] == "extra_forbidden":
+        return f"{loc}: unknown key{_valid_keys(err['loc'])}"
+    if err["type"] == "literal_error":
+        return f"{loc}: {got} is not a valid choice; {msg[0].lower() + msg[1:]}"
+    if "input" in err and err["type"] != "missing" and "(got" not in msg and "epsilon" not in msg:
+        return f"{loc}: {msg} (got {got})"
+    return f"{loc}: {msg}"
+
+
+def _merge_union_errors(errors: list[dict]) -> list[str]:
+    """One line per key: the branches of a union (``'all'`` or an integer) are joined with ``or``."""
+    by_loc: dict[str, list[str]] = {}
+    for e in errors:
+        line = _format_error(e)
+        by_loc.setdefault(_loc(e), []).append(line.split(": ", 1)[1] if ": " in line else line)
+    return [f"{loc}: " + " or ".join(dict.fromkeys(msgs)) for loc, msgs in by_loc.items()]
+
+
+def _valid_keys(loc: tuple) -> str:
+    model: Any = Params
+    for part in loc[:-1]:
+        fields = getattr(model, "model_fields", None)
+        if not fields:
+            return ""
+        key = "validate_" if part == "validate" and model is Params else part
+        if key not in fields:
+            return ""
+        ann = fields[key].annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if model is None:
+            return ""
+    keys = [("validate" if k == "validate_" else k) for k in getattr(model, "model_fields", {})]
+    return f"; valid: {', '.join(keys)}" if keys else ""
+
+
+def check_params(params: dict) -> list[str]:
+    """Every problem in ``params`` (empty when valid), one message each, led by its key path."""
+    try:
+        Params.model_validate(params)
+    except ValidationError as exc:
+        return _merge_union_errors(exc.errors())
+    return []
+
+
+def validated(params: dict) -> dict:
+    """``params`` checked, with every default filled in and epsilons parsed (plain dict).
 
     Raises:
-        ParamsError: unparsable, negative, or above 1 (suggests the ``/255`` form).
+        ParamsError: listing every problem at once, each with its key path and the valid choices.
     """
-    try:
-        if isinstance(value, str):
-            num, _, den = value.strip().partition("/")
-            eps = float(num) / float(den) if den else float(num)
-        else:
-            eps = float(value)
-    except (TypeError, ValueError, ZeroDivisionError) as exc:
-        raise ParamsError(f"{key}: cannot read {value!r} as an epsilon; write e.g. 0.1 or '2/255'") from exc
-    if eps < 0:
-        raise ParamsError(f"{key}: epsilon {value!r} is negative")
-    if eps > 1:
-        raise ParamsError(
-            f"{key}: epsilon {value!r} is above 1; epsilon is in [0, 1] pixel units, "
-            f"did you mean '{value}/255'?"
-        )
-    return eps
-
-
-def format_epsilon(eps: float) -> str:
-    """Readable label: ``2/255`` when eps is a whole multiple of 1/255, else ``0.1``."""
-    k = eps * 255
-    if eps > 0 and abs(k - round(k)) < 1e-6 and eps < 0.1:
-        return f"{round(k)}/255"
-    return f"{eps:g}"
+    problems = check_params(params)
+    if problems:
+        raise ParamsError("\n  ".join(["invalid parameters:"] + problems))
+    return Params.model_validate(params).model_dump(by_alias=True)
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:
-    """Read ``params.yaml`` and check every section it has.
+    """Read and check ``params.yaml``; see :func:`validated`.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ParamsError: one message listing every problem, each naming its key.
+        ParamsError: one message listing every problem with its key path.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: parameters file not found; run from the repository root")
-    with path.open() as fh:
-        params = yaml.safe_load(fh) or {}
-    problems = check_params(params)
-    if problems:
-        raise ParamsError(f"{path}: " + "; ".join(problems))
-    return params
+    try:
+        return validated(read_yaml(path))
+    except ParamsError as exc:
+        raise ParamsError(f"{path}: {exc}") from None
 
 
-def _need(section: dict, key: str, kind, where: str, problems: list, lo=None, hi=None):
-    if key not in section:
-        problems.append(f"{where}.{key} is missing")
-        return None
-    value = section[key]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        problems.append(f"{where}.{key} must be {getattr(kind, '__name__', kind)}, got {value!r}")
-        return None
-    if lo is not None and value < lo or hi is not None and value > hi:
-        problems.append(f"{where}.{key}={value!r} is outside [{lo}, {hi}]")
-    return value
-
-
-VALIDATE_KEYS = {"on_error", "min_width", "min_height", "max_pixels", "expected_counts", "near_duplicates", "shortcut"}
-SPLIT_KEYS = {"scheme", "ratios", "seed"}
-
-
-def _known_keys(section: dict, known: set, where: str, problems: list) -> None:
-    for key in sorted(set(section) - known):
-        problems.append(f"{where}.{key} is unknown; valid: {', '.join(sorted(known))}")
-
-
-def _check_validate(v, problems: list) -> None:
-    if not isinstance(v, dict):
-        problems.append(f"validate must be a mapping, got {v!r}")
-        return
-    _known_keys(v, VALIDATE_KEYS, "validate", problems)
-    if v.get("on_error", "fail") not in ("fail", "quarantine"):
-        problems.append(f"validate.on_error {v.get('on_error')!r} is unknown; valid: fail, quarantine")
-    _need(v, "min_width", int, "validate", problems, 1, 100_000)
-    _need(v, "min_height", int, "validate", problems, 1, 100_000)
-    if "max_pixels" in v:
-        _need(v, "max_pixels", int, "validate", problems, 1, 10**10)
-    counts = v.get("expected_counts")
-    if not isinstance(counts, dict) or not counts:
-        problems.append("validate.expected_counts must map labels to image counts, e.g. {covid: 349, non_covid: 397}")
-    else:
-        for label in counts:
-            if label not in ("covid", "non_covid"):
-                problems.append(f"validate.expected_counts.{label} is unknown; valid: covid, non_covid")
-            else:
-                _need(counts, label, int, "validate.expected_counts", problems, 0, 10**9)
-    for name, spec in (("near_duplicates", {"max_hash_distance": (int, 0, 64), "min_ssim": (float, -1, 1)}),
-                       ("shortcut", {"max_auc": (float, 0.5, 1), "folds": (int, 2, 20), "seed": (int, None, None),
-                                     "image_size": (int, 8, 1024)})):
-        sub = v.get(name, {})
-        if not isinstance(sub, dict):
-            problems.append(f"validate.{name} must be a mapping, got {sub!r}")
-            continue
-        _known_keys(sub, set(spec), f"validate.{name}", problems)
-        for key, (kind, lo, hi) in spec.items():
-            if key in sub:
-                _need(sub, key, kind, f"validate.{name}", problems, lo, hi)
-
-
-def _check_split(split, problems: list) -> None:
-    if not isinstance(split, dict):
-        problems.append(f"split must be a mapping, got {split!r}")
-        return
-    _known_keys(split, SPLIT_KEYS, "split", problems)
-    if split.get("scheme") not in ("patient", "random"):
-        problems.append(f"split.scheme must be 'patient' or 'random', got {split.get('scheme')!r}")
-    ratios = split.get("ratios", {})
-    if not isinstance(ratios, dict) or set(ratios) != {"train", "val", "test"}:
-        problems.append("split.ratios must have exactly train, val, test")
-    elif any(isinstance(r, bool) or not isinstance(r, (int, float)) for r in ratios.values()):
-        problems.append(f"split.ratios must be numbers, got {ratios!r}")
-    elif any(float(r) <= 0 for r in ratios.values()):
-        problems.append("split.ratios must all be positive")
-    elif abs(sum(float(r) for r in ratios.values()) - 1) > 1e-6:
-        problems.append(f"split.ratios must sum to 1, got {sum(float(r) for r in ratios.values()):g}")
-    _need(split, "seed", int, "split", problems)
-
-
-def check_params(params: dict) -> list[str]:
-    """Return a list of problems (empty when the parameters are valid), one message per problem naming its key."""
-    problems: list[str] = []
-    if params.get("validate") is not None:
-        _check_validate(params["validate"], problems)
-    if params.get("split") is not None:
-        _check_split(params["split"], problems)
-    for name in ("train", "defend"):
-        sec = params.get(name)
-        if sec is None:
-            continue
-        _need(sec, "lr", float, name, problems, 0, 10)
-        _need(sec, "epochs", int, name, problems, 1, 10_000)
-        _need(sec, "batch_size", int, name, problems, 1, 4096)
-        _need(sec, "seed", int, name, problems)
-    train = params.get("train")
-    if train is not None:
-        from .models import BACKBONES  # noqa: PLC0415
-
-        if train.get("backbone") not in BACKBONES:
-            problems.append(f"train.backbone {train.get('backbone')!r} is unknown; valid: {', '.join(BACKBONES)}")
-        _need(train, "image_size", int, "train", problems, 32, 1024)
-        _need(train, "dropout", float, "train", problems, 0, 1)
-        _need(train, "freeze_backbone", bool, "train", problems)
-    eps_keys = {
-        "attack": ("fgsm_paper_epsilons", "standard_epsilons"),
-        "defend": ("epsilon",),
-        "gate": ("epsilon",),
-    }
-    for section, keys in eps_keys.items():
-        sec = params.get(section)
-        if sec is None:
-            continue
-        for key in keys:
-            if key not in sec:
-                problems.append(f"{section}.{key} is missing")
-                continue
-            values = sec[key] if isinstance(sec[key], list) else [sec[key]]
-            for v in values:
-                try:
-                    parse_epsilon(v, f"{section}.{key}")
-                except ParamsError as exc:
-                    problems.append(str(exc))
-    attack = params.get("attack")
-    if attack is not None:
-        pgd = attack.get("pgd", {})
-        _need(pgd, "steps", int, "attack.pgd", problems, 1, 10_000)
-        _need(pgd, "restarts", int, "attack.pgd", problems, 1, 100)
-        problems += check_attack_suite(attack)
-    defend = params.get("defend")
-    if defend is not None:
-        if defend.get("method") not in ("pgd_at", "trades", "fast_at"):  # = defences.METHODS (adversarial ones)
-            problems.append(f"defend.method {defend.get('method')!r} is unknown; valid: pgd_at, trades, fast_at")
-        _need(defend, "steps", int, "defend", problems, 1, 1000)
-        if defend.get("batchnorm") not in ("eval", "train", "dual"):
-            problems.append("defend.batchnorm must be 'eval' (freeze statistics), 'train' or 'dual' "
-                            "(separate clean/adversarial statistics)")
-        if defend.get("attack_suite", "standard") not in ("standard", "full"):
-            problems.append(f"defend.attack_suite {defend.get('attack_suite')!r} is unknown; valid: standard, full")
-    gate = params.get("gate")
-    if gate is not None:
-        _need(gate, "min_clean_accuracy", float, "gate", problems, 0, 1)
-        _need(gate, "min_robust_accuracy", float, "gate", problems, 0, 1)
-        if gate.get("attack") not in ("fgsm", "pgd"):
-            problems.append(f"gate.attack {gate.get('attack')!r} is unknown; valid: fgsm, pgd")
-    return problems
-
-
-ATTACK_NAMES = ("fgsm", "pgd", "bim", "mim", "apgd_ce", "square", "cw_l2", "deepfool", "fgsm_min_eps")
-"""Attack names valid in ``attack.suite`` and ``attack.targeted.attacks`` (see robustct.attacks.ATTACKS)."""
-NOT_APPLICABLE_ATTACKS = {
-    "apgd_dlr": "DLR loss needs >= 3 classes; this is a 2-class problem, use apgd_ce",
-    "apgd_t": "targeted DLR loss needs >= 3 classes; this is a 2-class problem, use apgd_ce with targeted",
-}
-TARGETABLE = ("fgsm", "pgd", "bim", "mim", "apgd_ce", "cw_l2")
-SCENARIO_NAMES = ("fraud", "missed_diagnosis")
-
-
-def check_attack_suite(attack: dict) -> list[str]:
-    """Problems in the attack-suite keys of the ``attack`` section (names, sections, epsilons)."""
-    problems: list[str] = []
-    suite = attack.get("suite", [])
-    if not isinstance(suite, list):
-        return [f"attack.suite must be a list of attack names, got {suite!r}"]
-    for name in suite:
-        if name in NOT_APPLICABLE_ATTACKS:
-            problems.append(f"attack.suite: {name!r} does not apply ({NOT_APPLICABLE_ATTACKS[name]})")
-        elif name not in ATTACK_NAMES:
-            problems.append(f"attack.suite: unknown attack {name!r}; valid: {', '.join(ATTACK_NAMES)}")
-    for name in ATTACK_NAMES:
-        sec = attack.get(name)
-        if sec is None or name == "pgd":
-            continue
-        if not isinstance(sec, dict):
-            problems.append(f"attack.{name} must be a mapping, got {sec!r}")
-            continue
-        for key in ("steps", "restarts", "max_iter", "binary_search_steps"):
-            if key in sec:
-                _need(sec, key, int, f"attack.{name}", problems, 1, 100_000)
-        if sec.get("subset") is not None:
-            _need(sec, "subset", int, f"attack.{name}", problems, 1, 10_000_000)
-        for key in ("step_size", "epsilon_step", "max_epsilon"):
-            if sec.get(key) is not None:
-                try:
-                    parse_epsilon(sec[key], f"attack.{name}.{key}")
-                except ParamsError as exc:
-                    problems.append(str(exc))
-    targeted = attack.get("targeted") or {}
-    for name in targeted.get("attacks", []):
-        if name not in TARGETABLE:
-            problems.append(f"attack.targeted.attacks: {name!r} cannot run targeted; valid: {', '.join(TARGETABLE)}")
-    for name in targeted.get("scenarios", []):
-        if name not in SCENARIO_NAMES:
-            problems.append(f"attack.targeted.scenarios: unknown scenario {name!r}; valid: {', '.join(SCENARIO_NAMES)}")
-    if "perceptibility_epsilon" in attack:
-        try:
-            parse_epsilon(attack["perceptibility_epsilon"], "attack.perceptibility_epsilon")
-        except ParamsError as exc:
-            problems.append(str(exc))
-    return problems
+def profile_config(attack: dict, name: str) -> dict:
+    """The parameters of attack ``name`` in the active profile (``attack["profile"]``) of a validated section."""
+    return dict(attack["profiles"][attack["profile"]][name])

@@ -15,7 +15,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .attacks import ATTACKS, FGSM, PGD, IterativeEpsilonFGSM, Square, eval_mode, fgsm_from_sign, input_gradient
+from .attack_registry import ATTACK_SPECS, fixed_budget_names, load_attack, names
+from .attacks import ATTACKS, FGSM, PGD, IterativeEpsilonFGSM, eval_mode, fgsm_from_sign, input_gradient
 from .models import LABELS
 
 
@@ -26,12 +27,13 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> torch.Te
     out = []
     with eval_mode(model):
         for i in range(0, len(x), batch_size):
-            xb = _as_float(x[i:i + batch_size]).to(device)
+            xb = as_float(x[i:i + batch_size]).to(device)
             out.append(torch.softmax(model(xb), 1).cpu())
     return torch.cat(out) if out else torch.zeros((0, 2))
 
 
-def _as_float(x: torch.Tensor) -> torch.Tensor:
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images (0..255) -> float in [0, 1]; float images unchanged (as float32)."""
     return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
 
@@ -82,7 +84,7 @@ def fgsm_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons: lis
     examples = {e: [] for e in epsilons}
     with eval_mode(model):
         for i in range(0, len(x), batch_size):
-            xb, yb = _as_float(x[i:i + batch_size]).to(device), y[i:i + batch_size].to(device)
+            xb, yb = as_float(x[i:i + batch_size]).to(device), y[i:i + batch_size].to(device)
             sign = input_gradient(model, xb, yb).sign()
             with torch.no_grad():
                 clean.append(model(xb).argmax(1).cpu())
@@ -136,7 +138,7 @@ def run_attack(model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor, batch
     device = next(model.parameters()).device
     if getattr(attack, "batch_size", 0) is None:
         attack.batch_size = batch_size
-    xf = _as_float(x)
+    xf = as_float(x)
     xa = attack.perturb(xf.to(device), y.to(device)).cpu()
     return xa, xf
 
@@ -153,26 +155,122 @@ def paper_table(points: list[dict], paper: dict[float, float], label: str = "non
     return rows
 
 
+def threat_model_violation(x: torch.Tensor, x_adv: torch.Tensor, epsilon: float, tol: float = 1e-6) -> str | None:
+    """Pure check that adversarial images respect the threat model: ``|x_adv - x|_inf <= epsilon`` and
+    ``x_adv`` in [0, 1] (float32 rounding ``tol``). Returns a description of the violation, or None."""
+    if x_adv.shape != x.shape:
+        return f"shape {tuple(x_adv.shape)} != {tuple(x.shape)}"
+    if len(x) == 0:
+        return None
+    linf = float((x_adv - x).abs().max())
+    if linf > epsilon + tol:
+        return f"L-inf distance {linf:.6g} exceeds epsilon {epsilon:.6g}"
+    if float(x_adv.min()) < -tol or float(x_adv.max()) > 1 + tol:
+        return f"values outside [0, 1]: [{float(x_adv.min()):.4g}, {float(x_adv.max()):.4g}]"
+    return None
+
+
+def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list[str],
+               make: Callable[[str, float], object], epsilons: list[float], batch_size: int = 32,
+               progress: Callable[[str], None] | None = None, clean_pred: torch.Tensor | None = None,
+               known: dict[str, dict[float, torch.Tensor]] | None = None) -> tuple[list[dict], torch.Tensor]:
+    """Worst-case robust accuracy over several fixed-budget attacks, run as a cascade.
+
+    At each epsilon an image is robust only if it is classified correctly and EVERY attack in ``attacks``
+    failed on it. Each attack runs only on the images still robust after the attacks before it (the
+    AutoAttack cascade, Croce & Hein 2020): cheaper than running every attack on every image, and the
+    result equals the per-image minimum over the attacks. Every adversarial batch is checked against the
+    threat model (:func:`threat_model_violation`).
+
+    Args:
+        x: (N, C, H, W) uint8 or float in [0, 1]; y: int64 (N,) true labels.
+        attacks: attack names in cascade order (cheapest first).
+        make: ``(name, epsilon) -> attack`` with ``perturb(x, y)`` and ``config()``.
+        epsilons: L-inf budgets in [0, 1] pixel units.
+        clean_pred: int64 (N,) clean predictions if already known.
+        known: ``{name: {epsilon: adversarial predictions int64 (N,)}}`` of attacks already run on ALL
+            ``x`` with the same configuration (their result is reused instead of rerunning them).
+
+    Returns:
+        (points, robust) with one point per epsilon ``{"attack": "worst_case", "epsilon", "n",
+        "clean_accuracy", "robust_accuracy", "attacks", "robust_after" (cumulative robust accuracy after
+        each attack), "broken_by" (images first broken by each attack), "attacked" (images each attack
+        ran on), "configs"}`` and ``robust`` bool (len(epsilons), N).
+
+    Raises:
+        RuntimeError: an attack returned images outside its threat model.
+    """
+    xf, y = as_float(x), y.cpu()
+    clean_pred = predict(model, xf, batch_size).argmax(1) if clean_pred is None else clean_pred.cpu()
+    correct = clean_pred == y
+    known = known or {}
+    points, masks = [], []
+    for e in epsilons:
+        robust = correct.clone()
+        after, broken_by, attacked, configs = {}, {}, {}, {}
+        for name in attacks:
+            idx = robust.nonzero().squeeze(1)
+            attacked[name] = int(len(idx))
+            key = next((k for k in known.get(name, {}) if abs(k - e) < 1e-9), None)
+            if key is not None:
+                broken = known[name][key][idx] != y[idx]
+                configs[name] = "reused from the full-set run"
+            elif len(idx):
+                attack = make(name, e)
+                xa, xs = run_attack(model, attack, xf[idx], y[idx], batch_size)
+                bad = threat_model_violation(xs, xa, e)
+                if bad:
+                    raise RuntimeError(f"attack {name} at epsilon {e:.6g} broke its threat model: {bad}")
+                broken = predict(model, xa, batch_size).argmax(1) != y[idx]
+                configs[name] = attack.config()
+            else:
+                broken = torch.zeros(0, dtype=torch.bool)
+                configs[name] = make(name, e).config()
+            robust[idx[broken]] = False
+            broken_by[name] = int(broken.sum())
+            after[name] = float(robust.float().mean()) if len(y) else float("nan")
+        n = len(y)
+        points.append({"attack": "worst_case", "epsilon": float(e), "n": int(n),
+                       "clean_accuracy": float(correct.float().mean()) if n else float("nan"),
+                       "robust_accuracy": float(robust.float().mean()) if n else float("nan"),
+                       "attacks": list(attacks), "robust_after": after, "broken_by": broken_by,
+                       "attacked": attacked, "configs": configs})
+        masks.append(robust)
+        if progress:
+            progress(f"worst case eps={e:.4f} robust_accuracy={points[-1]['robust_accuracy']:.3f} "
+                     f"(broken by {broken_by})")
+    return points, torch.stack(masks) if masks else torch.zeros((0, len(y)), dtype=torch.bool)
+
+
 SCENARIOS = {"fraud": (0, 1), "missed_diagnosis": (1, 0)}
 """Targeted clinical scenarios: (source class, target class). 0 = non_covid, 1 = covid."""
 
-LINF_SUITE = ("bim", "mim", "apgd_ce", "square")
-MINIMAL_SUITE = ("cw_l2", "deepfool")
+LINF_SUITE = tuple(n for n in fixed_budget_names() if n not in ("fgsm", "pgd"))
+"""Fixed-budget attacks of the suite besides FGSM and PGD (which always run), from the registry."""
+MINIMAL_SUITE = names("minimal")
+"""Minimal-perturbation attacks (read at each epsilon as upper bounds), from the registry."""
 
 
 def make_attack(name: str, model, epsilon, cfg: dict, targeted: bool = False):
-    """Build attack ``name`` from its params section ``cfg`` (keys as in params.yaml ``attack.<name>``)."""
+    """Build attack ``name`` (a registered name, :mod:`robustct.attack_registry`) from its parameters ``cfg``
+    (keys as in ``params.yaml attack.profiles.<profile>.<name>``; ``subset`` and ``seed`` handled here).
+
+    Raises:
+        ValueError: unknown or inapplicable attack name.
+    """
     c = {k: v for k, v in (cfg or {}).items() if k != "subset"}
     seed = c.pop("seed", 0)
+    cls = load_attack(name)
+    kind = ATTACK_SPECS[name].kind
     if name == "fgsm":
-        return FGSM(model, epsilon, targeted=targeted)
-    if name in ("pgd", "bim", "mim", "apgd_ce"):
-        return ATTACKS[name](model, epsilon, seed=seed, targeted=targeted, **c)
-    if name == "square":
-        return Square(model, epsilon, seed=seed, **c)
-    if name in MINIMAL_SUITE:
-        return ATTACKS[name](model, seed=seed, targeted=targeted, **c)
-    raise ValueError(f"unknown attack {name!r}; valid: {', '.join(ATTACKS)}")
+        return cls(model, epsilon, targeted=targeted)
+    if kind == "linf":
+        return cls(model, epsilon, seed=seed, targeted=targeted, **c)
+    if kind == "black_box_linf":
+        return cls(model, epsilon, seed=seed, **c)
+    if kind == "minimal":
+        return cls(model, seed=seed, targeted=targeted, **c)
+    raise ValueError(f"attack {name!r} ({kind}) is not built by make_attack; see robustness.standard_suite")
 
 
 def subset_index(n: int, size, seed: int) -> torch.Tensor:
@@ -265,7 +363,7 @@ def gradient_zero_fraction(model, x, y, batch_size=32, tol: float = 0.0) -> floa
     zero = 0
     with eval_mode(model):
         for i in range(0, len(x), batch_size):
-            g = input_gradient(model, _as_float(x[i:i + batch_size]).to(device), y[i:i + batch_size].to(device))
+            g = input_gradient(model, as_float(x[i:i + batch_size]).to(device), y[i:i + batch_size].to(device))
             zero += int((g.flatten(1).abs().sum(1) <= tol).sum())
     return zero / max(len(x), 1)
 
@@ -310,12 +408,14 @@ def standard_suite(model, x, y, cfg: dict, progress=None) -> dict:
     pgd = attack_sweep(model, x, y, "pgd", make_pgd, std_p, bs, progress, pgd_adv)
     result = {"fgsm_paper": fgsm_paper, "fgsm": fgsm_std, "pgd": [p for p in pgd if p["epsilon"] in std],
               "examples": {**examples, **std_examples}}
-    if not suite:  # the original FGSM + PGD sweep only
+    if not [n for n in suite if n not in ("fgsm", "pgd")]:  # the FGSM + PGD sweep only
         e_fig = eps_p if eps_p in pgd_adv else min(pgd_adv, default=None)
         result["adversarial"] = {"pgd": {e_fig: pgd_adv[e_fig]}} if e_fig is not None else {}
+        if cfg.get("worst_case"):
+            result["worst_case"] = _worst_case_of(model, x, y, cfg, {"pgd": pgd_adv}, progress)
         return result
     advs["pgd"] = {eps_p: pgd_adv[eps_p]}
-    xf = _as_float(x)
+    xf = as_float(x)
     y = y.cpu()
     clean_pred = predict(model, xf, bs).argmax(1)
     correct = clean_pred == y
@@ -360,6 +460,10 @@ def standard_suite(model, x, y, cfg: dict, progress=None) -> dict:
             say(f"fgsm_min_eps: median minimal epsilon {float(e_min.median()):.4f}")
         else:
             raise ValueError(f"unknown attack {name!r} in the suite; valid: {', '.join(ATTACKS)}")
+
+    if cfg.get("worst_case"):
+        full = {n: d for n, d in per_sample.items() if len(subsets.get(n, range(len(x)))) == len(x)}
+        result["worst_case"] = _worst_case_of(model, x, y, cfg, full, progress)
 
     # targeted clinical scenarios
     tcfg = cfg.get("targeted", {})
@@ -414,6 +518,23 @@ def standard_suite(model, x, y, cfg: dict, progress=None) -> dict:
         if v["flag"]:
             say(f"SANITY FLAG {k}: {v['detail']}")
     return result
+
+
+def _worst_case_of(model, x, y, cfg: dict, full_runs: dict, progress) -> list[dict]:
+    """The worst case over ``cfg["worst_case"]`` on the standard grid, reusing the full-set runs
+    ``{name: {epsilon: x_adv}}`` of the same attacks with the same configuration."""
+    bs = cfg.get("batch_size", 32)
+    known = {n: {e: predict(model, v, bs).argmax(1) for e, v in d.items()} for n, d in full_runs.items()
+             if n in cfg["worst_case"]}
+
+    def make(name, e):
+        return make_attack(name, model, e, {"seed": cfg.get("seed", 0), **cfg.get(name, {})})
+
+    points, _ = worst_case(model, x, y, cfg["worst_case"], make, cfg["standard_epsilons"], bs, progress,
+                           known=known)
+    for p in points:
+        p["profile"] = cfg.get("profile", "custom")
+    return points
 
 
 def lookup(points: list[dict], epsilon: float, key: str = "robust_accuracy") -> float:

@@ -8,7 +8,13 @@ A raised flag says "look here", not "the model is robust" or "the attack is wron
 """
 from __future__ import annotations
 
-WHITE_BOX_ITERATIVE = ("bim", "pgd", "mim", "apgd_ce")
+from .attack_registry import ATTACK_SPECS, white_box_iterative_names
+
+WHITE_BOX_ITERATIVE = white_box_iterative_names()
+BLACK_BOX = tuple(n for n, s in ATTACK_SPECS.items() if s.kind == "black_box_linf")
+FLAG_NAMES = ("accuracy_not_near_zero_at_largest_epsilon", "non_monotone_curve", "black_box_beats_white_box",
+              "iterative_weaker_than_fgsm", "robust_above_clean", "vanishing_gradients")
+"""Every flag :func:`sanity_flags` raises (the gate's ``veto_flags`` choose among them)."""
 DEFAULTS = {"max_accuracy_at_largest_epsilon": 0.05, "tolerance_images": 1, "max_zero_gradient_fraction": 0.05}
 
 
@@ -78,6 +84,11 @@ def sanity_flags(result: dict, zero_gradient_fraction: float, thresholds: dict |
                 for q in curves["square"]:
                     if abs(p["epsilon"] - q["epsilon"]) < 1e-9 and q["robust_accuracy"] < p["robust_accuracy"] - tol:
                         beaten.append(f"square<{p['attack']}@{p['epsilon']:.4g}")
+    for p in result.get("worst_case") or []:  # in the cascade, a black box ran after the white-box attacks
+        for name in BLACK_BOX:
+            k = p.get("broken_by", {}).get(name, 0)
+            if k > th["tolerance_images"]:
+                beaten.append(f"{name} broke {k} images the white-box attacks missed @{p['epsilon']:.4g}")
     flags["black_box_beats_white_box"] = {"flag": bool(beaten), "detail": ", ".join(beaten) or "no"}
 
     # 4. iterative weaker than single-step FGSM

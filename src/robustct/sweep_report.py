@@ -8,15 +8,17 @@ from pathlib import Path
 
 from . import plots
 from .models import LABELS
-from .params import format_epsilon
+from .epsilon import format_epsilon
 from .robustness import paper_table, predict, standard_suite
 from .io import PAPER_FGSM_NON_COVID, flat_sweep_metrics, point_lists, write_csv, write_json
+from .progress import timed
 
 POINT_FIELDS = ["attack", "epsilon", "n", "clean_accuracy", "robust_accuracy", "robust_accuracy_non_covid",
                 "robust_accuracy_covid", "attack_success_rate", "mean_linf", "mean_l2"]
 TARGETED_FIELDS = ["attack", "target_mode", "source", "target", "epsilon", "n", "clean_accuracy",
                    "targeted_success_rate", "targeted_success_rate_all", "robust_accuracy", "mean_linf", "mean_l2"]
-SUITE_FILES = ("fgsm", "pgd", "bim", "mim", "apgd_ce", "square", "cw_l2", "deepfool", "fgsm_min_eps")
+WORST_CASE_FIELDS = ["attack", "profile", "epsilon", "n", "clean_accuracy", "robust_accuracy", "attacks",
+                     "robust_after", "broken_by", "attacked"]
 PERCEPTIBILITY_FIELDS = ["attack", "epsilon", "n", "n_success"] + [f"median_{k}" for k in (
     "linf", "l2", "l0", "l0_fraction", "psnr", "ssim")]
 
@@ -30,16 +32,18 @@ def sweep_and_write(model, x, y, cfg: dict, out_dir: Path, progress=print) -> di
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = standard_suite(model, x, y, cfg, progress)
+    result = standard_suite(model, x, y, cfg, timed(progress) if progress else None)  # elapsed time per line
     table = paper_table(result["fgsm_paper"], PAPER_FGSM_NON_COVID)
     sweeps = point_lists(result)
     extra = {k: result[k] for k in ("targeted", "minimal_epsilon", "perceptibility", "sanity") if k in result}
     write_json(out_dir / "sweep.json", {**sweeps, "paper_table_non_covid": table, **extra})
     write_json(out_dir / "metrics.json", flat_sweep_metrics(result))
     for key, pts in sweeps.items():
-        write_csv(out_dir / f"{key}.csv", pts, POINT_FIELDS)
-    for key in set(SUITE_FILES) - set(sweeps):  # dvc.yaml declares every attack's CSV: header only if not run
-        write_csv(out_dir / f"{key}.csv", [], POINT_FIELDS)
+        if key == "worst_case":
+            write_csv(out_dir / "worst_case.csv", [{**p, **{k: _compact(p[k]) for k in (
+                "attacks", "robust_after", "broken_by", "attacked")}} for p in pts], WORST_CASE_FIELDS)
+        else:
+            write_csv(out_dir / f"{key}.csv", pts, POINT_FIELDS)
     write_csv(out_dir / "paper_table.csv", table, ["epsilon", "correct", "total", "accuracy", "paper_accuracy"])
     (out_dir / "paper_table.md").write_text(paper_table_markdown(table))
     plots.accuracy_vs_epsilon({"FGSM (all test)": result["fgsm_paper"],
@@ -96,13 +100,44 @@ def sweep_and_write(model, x, y, cfg: dict, out_dir: Path, progress=print) -> di
     return {**sweeps, "paper_table_non_covid": table, **extra}
 
 
+def _compact(v) -> str:
+    if isinstance(v, dict):
+        return "; ".join(f"{k}={x:.3f}" if isinstance(x, float) else f"{k}={x}" for k, x in v.items())
+    return ",".join(map(str, v)) if isinstance(v, list) else str(v)
+
+
+def headline(sweeps: dict) -> dict:
+    """The few robustness numbers ``dvc metrics show`` lists per candidate: worst-case robust accuracy at
+    each standard epsilon (``{"worst_case": {"1/255": 0.6, ...}}``); the profile is in ``sweep.json``."""
+    return {"worst_case": {format_epsilon(p["epsilon"]): round(p["robust_accuracy"], 4)
+                           for p in sweeps.get("worst_case", [])}}
+
+
+def worst_case_markdown(points: list[dict]) -> str:
+    """Markdown table: worst-case robust accuracy per epsilon, with what each attack of the cascade broke."""
+    if not points:
+        return "worst case not run\n"
+    attacks = points[0]["attacks"]
+    lines = [f"Worst case over {', '.join(attacks)} (profile `{points[0].get('profile', 'custom')}`, "
+             f"{points[0]['n']} images, clean accuracy {points[0]['clean_accuracy']:.3f}); "
+             "cells: images newly broken by each attack / images it ran on.", "",
+             "| epsilon | worst-case robust accuracy | " + " | ".join(attacks) + " |",
+             "|---" * (2 + len(attacks)) + "|"]
+    for p in points:
+        cells = [f"{p['broken_by'][a]} / {p['attacked'][a]}" for a in attacks]
+        lines.append(f"| {format_epsilon(p['epsilon'])} | {p['robust_accuracy']:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def suite_markdown(sweeps: dict, result: dict, cfg: dict) -> str:
-    """Markdown tables: robust accuracy per attack and epsilon, targeted success, perceptibility."""
+    """Markdown tables: worst case, robust accuracy per attack and epsilon, targeted success, perceptibility,
+    sanity flags."""
     eps = cfg["standard_epsilons"]
-    lines = ["| attack | n | clean | " + " | ".join(format_epsilon(e) for e in eps) + " |",
+    lines = [worst_case_markdown(sweeps.get("worst_case", [])),
+             "| attack | n | clean | " + " | ".join(format_epsilon(e) for e in eps) + " |",
              "|---" * (3 + len(eps)) + "|"]
     for key, pts in sweeps.items():
-        if key == "fgsm_paper":
+        if key in ("fgsm_paper", "worst_case"):
             continue
         by = {round(p["epsilon"], 9): p for p in pts}
         row = [f"{by[round(e, 9)]['robust_accuracy']:.3f}" if round(e, 9) in by else "" for e in eps]
@@ -137,6 +172,9 @@ def log_sweep(mlflow, sweeps: dict, out_dir: Path) -> None:
     for key, pts in point_lists(sweeps).items():
         for p in pts:
             _nested(mlflow, f"{key}@{format_epsilon(p['epsilon'])}", p, key, "untargeted", POINT_FIELDS[3:])
+    for p in sweeps.get("worst_case") or []:
+        mlflow.log_metric(f"worst_case_robust_accuracy.{format_epsilon(p['epsilon']).replace('/', '_')}",
+                          p["robust_accuracy"])
     for name, pts in (sweeps.get("targeted") or {}).items():
         for p in pts:
             _nested(mlflow, f"{name}@{format_epsilon(p['epsilon'])}", p, "targeted", p["target_mode"],

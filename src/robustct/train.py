@@ -23,7 +23,8 @@ from torchvision.transforms import v2
 
 from .attacks import PGD
 from .metrics import best_threshold, point_metrics
-from .robustness import _as_float, attack_sweep, predict
+from .progress import format_seconds
+from .robustness import as_float, attack_sweep, predict
 
 
 def seed_everything(seed: int) -> None:
@@ -171,7 +172,7 @@ def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimize
     total_loss, correct, seen = 0.0, 0, 0
     for i in range(0, len(x), batch_size):
         idx = order[i:i + batch_size]
-        xb, yb = _as_float(x[idx]).to(device), y[idx].to(device)
+        xb, yb = as_float(x[idx]).to(device), y[idx].to(device)
         if augment is not None:
             xb = augment(xb)
         loss, logits = objective.loss(model, xb, yb)
@@ -229,11 +230,6 @@ def collapse_reasons(y: np.ndarray, p_covid: np.ndarray, rate: tuple[float, floa
     return out
 
 
-def _fmt_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
 class EpochProgress:
     """One progress line per reported epoch (loss, accuracy, validation numbers, time per epoch, time left).
 
@@ -257,7 +253,7 @@ class EpochProgress:
             parts.append(f"robust {row['val_robust_accuracy']:.3f}")
         if "train_epsilon" in row:
             parts.append(f"| eps {row['train_epsilon'] * 255:.2f}/255")
-        parts.append(f"| {per_epoch:.1f} s/epoch, {_fmt_duration(per_epoch * (self.epochs - epoch))} left"
+        parts.append(f"| {per_epoch:.1f} s/epoch, {format_seconds(per_epoch * (self.epochs - epoch))} left"
                      + (" *" if row.get("selected") else ""))
         self.write(" ".join(parts))
 

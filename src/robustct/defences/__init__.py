@@ -1,6 +1,7 @@
 """Defence methods: one registry, ``METHODS``, from which every list of ``defend.method`` names is derived.
 
-A method is a function ``train(base_model, train, val, cfg, log) -> (model, history)``:
+The registry maps each name to ``"module:function"`` and imports lazily (reading ``params.yaml`` imports no
+torch). A method is a function ``train(base_model, train, val, cfg, log) -> (model, history)``:
 
 - ``base_model``: the ``train`` stage's :class:`robustct.models.Classifier` (CPU or device), input
   (N, 1, H, W) float in [0, 1], output logits (N, 2).
@@ -13,13 +14,24 @@ It returns a model with the same input/output contract and a ``config`` dict tha
 """
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
-from .adversarial import train_fast_at, train_pgd_at, train_trades
-
-METHODS: dict[str, Callable] = {
-    "pgd_at": train_pgd_at,
-    "trades": train_trades,
-    "fast_at": train_fast_at,
+METHODS: dict[str, str] = {
+    "pgd_at": "robustct.defences.adversarial:train_pgd_at",
+    "trades": "robustct.defences.adversarial:train_trades",
+    "fast_at": "robustct.defences.adversarial:train_fast_at",
 }
-"""``defend.method`` name -> training function."""
+"""``defend.method`` name -> ``"module:function"`` of its training function."""
+
+
+def get_method(name: str) -> Callable:
+    """The training function of defence ``name``.
+
+    Raises:
+        ValueError: unknown name (lists the valid ones).
+    """
+    if name not in METHODS:
+        raise ValueError(f"unknown defence method {name!r}; valid: {', '.join(METHODS)}")
+    module, _, fn = METHODS[name].partition(":")
+    return getattr(importlib.import_module(module), fn)

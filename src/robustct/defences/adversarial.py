@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ from torch import nn
 
 from ..attacks import PGD, eval_mode, project_linf
 from ..models import build_model
-from ..params import parse_epsilon
+from ..epsilon import parse_epsilon
 from ..train import (EpochProgress, MixedAdversarialObjective, Objective, WeightEMA, choose_threshold,
                      discriminative_param_groups, fit, make_augment, seed_everything)
 
@@ -37,63 +37,66 @@ INIT_MODES = ("baseline", "new")
 
 @dataclass(frozen=True)
 class AdvTrainSettings:
-    """The ``defend`` params of the adversarial-training methods, with their defaults (one place).
-
-    Epsilons and step sizes are L-inf budgets in [0, 1] pixel units.
+    """The ``defend`` params of the adversarial-training methods (meanings, ranges and defaults:
+    :class:`robustct.params.DefendParams`, the one place). Epsilons and step sizes are L-inf budgets in
+    [0, 1] pixel units.
     """
 
-    method: str = "pgd_at"
-    epsilon: float = 1 / 255            # training and validation-attack budget
-    steps: int = 3                      # attack steps per training batch (fast_at: 1)
-    step_size: float | None = None      # None: 2.5 * epsilon / steps (fast_at: 1.25 * epsilon)
-    epsilon_warmup: int = 10            # epochs over which epsilon (and TRADES beta) ramp up linearly
-    beta: float = 6.0                   # TRADES weight of the KL term
-    adv_weight: float = 1.0             # pgd_at/fast_at: (1 - w) CE(clean) + w CE(adversarial)
-    val_steps: int = 10                 # PGD steps of the validation attack used for selection
-    select_on: str = "robust"           # robust | mean (of clean and robust validation accuracy)
-    init: str = "baseline"              # baseline: the train stage's model | new: a new model (backbone, weights) below
-    backbone: str | None = None         # new: BACKBONES name (None: the baseline's)
-    weights: str = "none"               # new: imagenet | none | path
-    resize_to: int | None = None        # new: the model resizes its input to this side inside forward
-    resize_mode: str = "area"           # area | bilinear
-    dropout: float = 0.2                # new: dropout before the head
-    prefit_epochs: int = 0              # clean full fine-tune before adversarial training
-    prefit_lr: float = 1e-3
-    trainable_stages: int | str = "all"
-    batchnorm: str = "train"            # train | eval (statistics frozen) | dual (AdvProp)
-    ema_decay: float = 0.0              # 0: no weight EMA
-    lr: float = 1e-3
-    lr_decay: float = 1.0               # discriminative learning rates: stage k from the top gets lr * lr_decay**k
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
-    epochs: int = 30
-    batch_size: int = 32
-    seed: int = 0
-    threshold: str = "val_youden"
-    augmentation: dict | None = field(default=None)
-    co_check_images: int = 128          # fast_at: training images of the per-epoch PGD check
-    co_check_drop: float = 0.2          # fast_at: stop when PGD accuracy falls this far below its best
+    method: str
+    epsilon: float
+    steps: int
+    step_size: float | None
+    epsilon_warmup: int
+    beta: float
+    adv_weight: float
+    val_steps: int
+    select_on: str
+    init: str
+    backbone: str | None
+    weights: str
+    resize_to: int | None
+    resize_mode: str
+    dropout: float
+    prefit_epochs: int
+    prefit_lr: float
+    trainable_stages: int | str
+    batchnorm: str
+    ema_decay: float
+    lr: float
+    lr_decay: float
+    weight_decay: float
+    schedule: str
+    epochs: int
+    batch_size: int
+    seed: int
+    threshold: str
+    augmentation: dict | None
+    co_check_images: int
+    co_check_drop: float
 
     @classmethod
     def from_cfg(cls, cfg: dict, method: str) -> "AdvTrainSettings":
-        """Read the ``defend`` section (unknown keys ignored here; the params schema rejects them).
+        """Read the ``defend`` section; keys it lacks take the schema's defaults (unknown keys are ignored
+        here; the params schema rejects them).
 
         Raises:
             ValueError: a choice outside its allowed values.
         """
-        kw = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg and cfg[k] is not None}
+        from ..params import DefendParams  # noqa: PLC0415
+
+        full = {**DefendParams().model_dump(), **cfg}
+        kw = {k: full[k] for k in cls.__dataclass_fields__ if k in full}
         if "init" not in cfg and "warm_start" in cfg:
             kw["init"] = "baseline" if cfg["warm_start"] else "new"
         for k in ("epsilon", "step_size"):
-            if k in kw:
+            if kw.get(k) is not None:
                 kw[k] = parse_epsilon(kw[k], f"defend.{k}")
         for k in ("beta", "adv_weight", "dropout", "prefit_lr", "ema_decay", "lr", "lr_decay", "weight_decay",
                   "co_check_drop"):
-            if k in kw:
-                kw[k] = float(kw[k])  # YAML 1.1 readers give "1e-3" as a string
+            kw[k] = float(kw[k])  # YAML 1.1 readers give "1e-3" as a string
         for k in ("steps", "epsilon_warmup", "val_steps", "prefit_epochs", "epochs", "batch_size", "seed",
                   "co_check_images", "resize_to"):
-            if k in kw:
+            if kw[k] is not None:
                 kw[k] = int(kw[k])
         kw["method"] = method
         s = cls(**kw)

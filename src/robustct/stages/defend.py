@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from .. import plots
-from ..defences import METHODS
+from ..defences import get_method
 from ..io import OUT, device, load_split_tensors, write_csv, write_json
 from ..models import load_checkpoint, save_checkpoint
 from ..train import evaluate
@@ -16,7 +16,7 @@ def run(params: dict, data_root: Path, base_model: Path = OUT / "train" / "model
         split_dir: Path = OUT / "split", out_dir: Path = OUT / "defend", track: bool = True) -> dict:
     cfg = params["defend"]
     out_dir = Path(out_dir)
-    method = METHODS[cfg["method"]]
+    method = get_method(cfg["method"])
     model = load_checkpoint(base_model).to(device())
     size = model.config["image_size"]
     train = load_split_tensors(data_root, split_dir, "train", size)
@@ -46,6 +46,7 @@ def run(params: dict, data_root: Path, base_model: Path = OUT / "train" / "model
                               tags={**tracking.standard_tags(split_dir), "stage": "defend",
                                     "candidate": "defended"}) as r:
             mlflow.log_params(tracking.flatten_params(cfg))
+            tracking.log_split_inputs(mlflow, split_dir, ("train", "val"))
             trained, history, metrics = body(lambda m, step: mlflow.log_metrics(m, step=step))
             mlflow.log_metrics({**metrics, "threshold": trained.config["threshold"]})
             out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,23 +1,35 @@
-"""Stage `evaluate`: clean test metrics with 95 % bootstrap intervals, ROC and confusion matrix."""
+"""Stage `evaluate` (one per candidate, DVC foreach): clean test metrics with 95 % bootstrap intervals,
+ROC, confusion matrix and predicted-COVID rate, identical in form for every candidate."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..evaluation import log_report, report_for
+from ..evaluation import headline, log_report, report_for
+from ..io import OUT, device, read_json, write_json
 from ..models import load_checkpoint
-from ..io import OUT, device, read_json
 
 
-def run(params: dict, data_root: Path, model_path: Path = OUT / "train" / "model.pt",
-        split_dir: Path = OUT / "split", out_dir: Path = OUT / "evaluate", track: bool = True) -> dict:
+def run(params: dict, data_root: Path, candidate: str = "baseline", model_dir: Path = OUT / "train",
+        split_dir: Path = OUT / "split", out_dir: Path | None = None, headline_path: Path | None = None,
+        track: bool = True) -> dict:
+    """Evaluate ``model_dir/model.pt`` on the test split into ``outputs/<candidate>/evaluate``; log the metrics
+    into the candidate's training run (``model_dir/run.json``)."""
     cfg = params["evaluate"]
-    model = load_checkpoint(model_path).to(device())
-    rep = report_for(model, data_root, split_dir, cfg, out_dir)
-    if track:
+    model_dir = Path(model_dir)
+    out_dir = Path(out_dir) if out_dir else OUT / candidate / "evaluate"
+    headline_path = Path(headline_path) if headline_path else OUT / candidate / "evaluate.json"
+    model = load_checkpoint(model_dir / "model.pt").to(device())
+    mlflow, info = None, {}
+    if track:  # check the store before writing anything
         from .. import tracking  # noqa: PLC0415
 
-        info = read_json(Path(model_path).parent / "run.json", "train")
+        info = read_json(model_dir / "run.json", candidate)
         mlflow = tracking.setup()
+        tracking.require_run(mlflow, info, model_dir / "run.json")
+    rep = report_for(model, data_root, split_dir, cfg, out_dir)
+    write_json(headline_path, headline(rep))
+    if mlflow is not None:
         with mlflow.start_run(run_id=info["run_id"]):
+            tracking.log_split_inputs(mlflow, split_dir, ("test",))
             log_report(mlflow, rep, out_dir)
     return rep

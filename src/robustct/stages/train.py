@@ -43,6 +43,7 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
         with mlflow.start_run(run_name=f"train-{cfg['backbone']}",
                               tags={**tracking.standard_tags(split_dir), "stage": "train", "candidate": "baseline"}) as r:
             mlflow.log_params(tracking.flatten_params(cfg))
+            tracking.log_split_inputs(mlflow, split_dir, ("train", "val"))
             trained, history, metrics = body(lambda m, step: mlflow.log_metrics(m, step=step))
             mlflow.log_metrics({**metrics, "threshold": trained.config["threshold"]})
             out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,31 @@
+"""The one registry of backbones (torch-free, so reading ``params.yaml`` stays light).
+
+``BACKBONES`` maps each valid ``train.backbone`` name to ``"module:function"``; the function takes
+``weights`` (``imagenet``, ``none`` or a state-dict path) and returns ``(features, stage names, feature width,
+normalisation mean, std)`` for :func:`robustct.models.build_model`.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+BACKBONES: dict[str, str] = {
+    "efficientnet_lite0": "robustct.models:efficientnet_lite0_features",
+    "resnet18": "robustct.models:resnet18_features",
+    "resnet50": "robustct.models:resnet50_features",
+    "small_cnn": "robustct.models:small_cnn_features",
+    "small_cnn_bn": "robustct.models:small_cnn_bn_features",
+}
+"""Backbone name -> ``"module:function"`` building its features."""
+
+
+def backbone_builder(name: str) -> Callable:
+    """The builder function of backbone ``name``.
+
+    Raises:
+        ValueError: unknown name (lists the valid ones).
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
+    module, _, fn = BACKBONES[name].partition(":")
+    return getattr(importlib.import_module(module), fn)
