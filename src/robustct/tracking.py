@@ -26,6 +26,7 @@ import hashlib
 import os
 import sqlite3
 import subprocess
+import warnings
 import sys
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -356,8 +357,13 @@ def log_split_inputs(mlflow, split_dir: Path, splits: tuple[str, ...] = ("train"
             source = str(path.resolve().relative_to(Path.cwd().resolve()))
         except ValueError:
             source = str(path.resolve())
-        ds = mlflow.data.from_pandas(pd.DataFrame(df), source=source, name=f"covid-ct-{name}", digest=digest,
-                                     targets="label_index" if "label_index" in df else None)
+        frame = pd.DataFrame(df)
+        ints = frame.select_dtypes("integer").columns  # as float: MLflow warns that int columns cannot hold NaN
+        frame[ints] = frame[ints].astype("float64")
+        with warnings.catch_warnings():  # the local-file dataset source resolution warns about its own fallback
+            warnings.simplefilter("ignore", UserWarning)
+            ds = mlflow.data.from_pandas(frame, source=source, name=f"covid-ct-{name}", digest=digest,
+                                         targets="label_index" if "label_index" in frame else None)
         mlflow.log_input(ds, context=SPLIT_CONTEXTS.get(name, name),
                          tags={"data_version": version, "split_file": f"{name}.csv"})
         digests[name] = digest
