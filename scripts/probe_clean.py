@@ -21,7 +21,7 @@ from robustct.io import load_split_tensors, read_split
 from robustct.metrics import best_threshold, evaluation_report, point_metrics
 from robustct.models import build_model, load_checkpoint, save_checkpoint
 from robustct.robustness import predict
-from robustct.train import fit, make_augment, seed_everything
+from robustct.train import SmoothedObjective, backbone_head_param_groups, fit, make_augment, seed_everything
 
 DEFAULTS = dict(backbone="efficientnet_lite0", image_size=160, epochs=20, lr=1e-3, lr_backbone=None, weight_decay=0.0,
                 schedule="constant", trainable_stages=0, dropout=0.5, label_smoothing=0.0, batch_size=32, seed=0,
@@ -115,7 +115,8 @@ def train_recipe(cfg, train, val, name, t0):
         f"{k}={v:.3f}" for k, v in m.items() if k in ("train_loss", "val_accuracy", "val_auc")), flush=True)
     model, history = fit(model, train, val, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
                          seed=cfg["seed"], augment=aug, weight_decay=cfg["weight_decay"], schedule=cfg["schedule"],
-                         log=log, lr_backbone=cfg["lr_backbone"], label_smoothing=cfg["label_smoothing"])
+                         log=log, objective=SmoothedObjective(cfg["label_smoothing"]),
+                         param_groups=backbone_head_param_groups(model, cfg["lr"], cfg["lr_backbone"]))
     return model, history
 
 

@@ -7,8 +7,9 @@ export PATH="$PWD/.venv/bin:$PATH"
 robustct fetch-data "$@"      # copies ../shared/datasets/covid-ct (or --url for upstream), checks SHA256SUMS
 dvc commit -f -q data.dvc     # cache data/ (so `dvc push` to a remote works); next line: still the pinned version?
 git diff --quiet -- data.dvc || { echo "error: data/ differs from the version pinned in data.dvc" >&2; exit 1; }
-time dvc repro
-cat outputs/attack/paper_table.md outputs/attack/suite_table.md   # every metric: `dvc metrics show`
+# every line time-stamped, so the log shows each stage's wall time ("Running stage ..." to the next one)
+time (dvc repro 2>&1 | while IFS= read -r line; do printf '%s %s\n' "$(date +%T)" "$line"; done)
+dvc metrics show                 # the headline numbers per candidate; the whole page: docs/results/README.md
 robustct gate --candidate baseline || true    # the gate's verdict per candidate (exit 1 = fails)
 robustct gate --candidate defended || true
 echo "Browse the runs: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from robustct import perceptibility
-from robustct.params import ParamsError, check_params, load_params
+from robustct.params import check_params
 from robustct.robustness import curve_from_minimal
 from robustct.sanity import sanity_flags
 from robustct.sweep_report import log_sweep, sweep_and_write

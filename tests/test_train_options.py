@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustct.train import fit, train_one_epoch
+from robustct.train import SmoothedObjective, backbone_head_param_groups, fit, train_one_epoch
 
 
 class Net(nn.Module):
@@ -28,7 +28,9 @@ def test_backbone_frozen_by_zero_backbone_lr_and_head_moves():
     m = Net()
     before_f, before_h = m.features[1].weight.clone(), m.fc.weight.clone()
     x, y = batch()
-    fit(m, (x, y), (x, y), epochs=1, lr=1e-2, batch_size=8, seed=0, lr_backbone=0.0)
+    fit(m, (x, y), (x, y), epochs=1, lr=1e-2, batch_size=8, seed=0,
+        param_groups=backbone_head_param_groups(m, 1e-2, 0.0))
+    assert backbone_head_param_groups(m, 1e-2, None) is None
     assert torch.equal(m.features[1].weight, before_f) and not torch.equal(m.fc.weight, before_h)
 
 
@@ -40,6 +42,7 @@ def test_label_smoothing_is_the_smoothed_cross_entropy():
         opt = torch.optim.SGD(m.parameters(), lr=0.0)  # lr 0: the reported loss is the loss at the start
         with torch.no_grad():
             expected = F.cross_entropy(m(x), y, label_smoothing=ls)
-        losses[ls] = train_one_epoch(m, x, y, opt, 16, torch.Generator().manual_seed(0), label_smoothing=ls)["loss"]
+        losses[ls] = train_one_epoch(m, x, y, opt, 16, torch.Generator().manual_seed(0),
+                                     objective=SmoothedObjective(ls))["loss"]
         assert abs(losses[ls] - float(expected)) < 1e-6
     assert losses[0.2] != losses[0.0]

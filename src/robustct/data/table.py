@@ -11,6 +11,7 @@ import pandas as pd
 
 from .images import (DEFAULT_MAX_PIXELS, MODE_BIT_DEPTH, ImageDecodeError, open_complete, quantise,
                      resize_square, to_grayscale_array)
+from ..progress import progress
 from .ingest import LABEL_DIRS, OFFICIAL_SPLIT_DIR, sha256_file
 
 LABELS = ("non_covid", "covid")  #: class index 0 and 1
@@ -97,7 +98,7 @@ def _label_of(dirname: str) -> str:
 def build_table(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, image_size: int | None = None) -> pd.DataFrame:
     """Scan ``root`` and describe every image file, decoding each one once.
 
-    Every non-hidden sub-folder of ``root`` except ``official_split/`` (the authors' split lists) is scanned: files in ``CT_COVID/`` and ``CT_NonCOVID/``
+    Every non-hidden sub-folder of ``root`` is scanned: files in ``CT_COVID/`` and ``CT_NonCOVID/``
     get their label, files in any other folder get ``label='unknown:<folder>'`` and
     ``label_index=-1`` (the validation suite rejects them). Files are matched to metadata rows by
     their Unicode-NFC name, so ``%``, spaces and non-ASCII characters work as written.
@@ -124,39 +125,39 @@ def build_table(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, image_size: in
     rows = []
     seen = set()
     folders = sorted(p for p in root.iterdir()
-                     if p.is_dir() and not p.name.startswith(".") and p.name != OFFICIAL_SPLIT_DIR)
-    for folder in folders:
-        label = _label_of(folder.name)
-        for path in sorted(p for p in folder.iterdir() if p.is_file()):
-            rel = path.relative_to(root).as_posix()
-            seen.add((label, _nfc(path.name)))
-            group = groups.get((label, _nfc(path.name)))
-            row = dict(
-                path=rel, label=label, label_index=LABELS.index(label) if label in LABELS else -1,
-                group=group if group is not None else f"{label}/unlisted/{path.name}",
-                in_metadata=group is not None, format=None, mode=None, bit_depth=0, width=0, height=0,
-                bytes=path.stat().st_size, sha256=sha256_file(path), phash="", decode_ok=True, error="",
-            )
-            if image_size:
-                row.update(dict.fromkeys(PROCESSED_COLUMNS, float("nan")))
-            try:
-                im = open_complete(path, max_pixels)
-                gray = to_grayscale_array(im)
-            except ImageDecodeError as exc:
-                row.update(decode_ok=False, error=str(exc))
-                rows.append(row)
-                continue
-            except (ValueError, OSError) as exc:  # a colour mode Pillow cannot convert to grayscale
-                row.update(decode_ok=False, error=f"{path}: colour mode cannot be converted to grayscale "
-                                                  f"({exc}); convert the image to 8-bit grayscale PNG")
-                rows.append(row)
-                continue
-            row.update(format=im.format, mode=im.mode, bit_depth=MODE_BIT_DEPTH.get(im.mode, 0),
-                       width=im.width, height=im.height,
-                       phash=str(imagehash.phash(Image.fromarray(quantise(gray), "L"))))
-            if image_size:
-                row.update(processed_properties(quantise(resize_square(gray, image_size))))
+                     if p.is_dir() and not p.name.startswith(".") and p.name != OFFICIAL_SPLIT_DIR)  # lists, not images
+    files = [path for folder in folders for path in sorted(p for p in folder.iterdir() if p.is_file())]
+    for path in progress(files, "validate: reading images"):
+        label = _label_of(path.parent.name)
+        rel = path.relative_to(root).as_posix()
+        seen.add((label, _nfc(path.name)))
+        group = groups.get((label, _nfc(path.name)))
+        row = dict(
+            path=rel, label=label, label_index=LABELS.index(label) if label in LABELS else -1,
+            group=group if group is not None else f"{label}/unlisted/{path.name}",
+            in_metadata=group is not None, format=None, mode=None, bit_depth=0, width=0, height=0,
+            bytes=path.stat().st_size, sha256=sha256_file(path), phash="", decode_ok=True, error="",
+        )
+        if image_size:
+            row.update(dict.fromkeys(PROCESSED_COLUMNS, float("nan")))
+        try:
+            im = open_complete(path, max_pixels)
+            gray = to_grayscale_array(im)
+        except ImageDecodeError as exc:
+            row.update(decode_ok=False, error=str(exc))
             rows.append(row)
+            continue
+        except (ValueError, OSError) as exc:  # a colour mode Pillow cannot convert to grayscale
+            row.update(decode_ok=False, error=f"{path}: colour mode cannot be converted to grayscale "
+                                              f"({exc}); convert the image to 8-bit grayscale PNG")
+            rows.append(row)
+            continue
+        row.update(format=im.format, mode=im.mode, bit_depth=MODE_BIT_DEPTH.get(im.mode, 0),
+                   width=im.width, height=im.height,
+                   phash=str(imagehash.phash(Image.fromarray(quantise(gray), "L"))))
+        if image_size:
+            row.update(processed_properties(quantise(resize_square(gray, image_size))))
+        rows.append(row)
     for (label, name), group in sorted(groups.items()):
         if (label, name) not in seen:
             dirname = next(d for d, lab in LABEL_DIRS.items() if lab == label)

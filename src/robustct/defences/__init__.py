@@ -19,6 +19,8 @@ from typing import Callable
 
 METHODS: dict[str, str] = {
     "pgd_at": "robustct.defences.adversarial:train_pgd_at",
+    "trades": "robustct.defences.adversarial:train_trades",
+    "fast_at": "robustct.defences.adversarial:train_fast_at",
 }
 """``defend.method`` name -> ``"module:function"`` of its training function."""
 

@@ -44,6 +44,7 @@ def run(params: dict, data_root: Path, candidate: str = "baseline", model_dir: P
                                "targeted": ",".join(cfg["targeted"].get("attacks", [])),
                                "perceptibility_epsilon": format_epsilon(cfg["perceptibility_epsilon"]),
                                **{f"{name}.{k}": v for name in cfg["suite"] for k, v in cfg.get(name, {}).items()}})
+            tracking.log_split_inputs(mlflow, split_dir, ("test",))
             sweeps = sweep_and_write(model, x, y, cfg, out_dir)
             log_sweep(mlflow, sweeps, out_dir)
     write_json(headline_path, headline(sweeps))

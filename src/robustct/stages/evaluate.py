@@ -30,5 +30,6 @@ def run(params: dict, data_root: Path, candidate: str = "baseline", model_dir: P
     write_json(headline_path, headline(rep))
     if mlflow is not None:
         with mlflow.start_run(run_id=info["run_id"]):
+            tracking.log_split_inputs(mlflow, split_dir, ("test",))
             log_report(mlflow, rep, out_dir)
     return rep

@@ -12,7 +12,8 @@ from ..crossval import cross_validate
 from ..metrics import point_metrics
 from ..robustness import predict
 from ..models import build_model, save_checkpoint
-from ..train import choose_threshold, evaluate, fit, make_augment, seed_everything
+from ..train import (SmoothedObjective, backbone_head_param_groups, choose_threshold, evaluate, fit, make_augment,
+                     seed_everything)
 from ..io import OUT, device, load_split_tensors, read_split, write_csv, write_json
 
 def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir: Path = OUT / "train",
@@ -33,7 +34,9 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
                                augment=make_augment(cfg.get("augmentation")),
                                weight_decay=float(cfg.get("weight_decay", 0.0)),
                                schedule=cfg.get("schedule", "constant"), log=log,
-                               lr_backbone=cfg.get("lr_backbone"), label_smoothing=float(cfg.get("label_smoothing", 0.0)))
+                               objective=SmoothedObjective(float(cfg["label_smoothing"]))
+                               if cfg.get("label_smoothing") else None,
+                               param_groups=backbone_head_param_groups(model, float(cfg["lr"]), cfg.get("lr_backbone")))
         trained.set_threshold(choose_threshold(trained, val, cfg.get("threshold", "0.5")))
         return trained, history
 
@@ -66,6 +69,7 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
         with mlflow.start_run(run_name=f"train-{cfg['backbone']}",
                               tags={**tracking.standard_tags(split_dir), "stage": "train", "candidate": "baseline"}) as r:
             mlflow.log_params(tracking.flatten_params(cfg))
+            tracking.log_split_inputs(mlflow, split_dir, ("train", "val"))
             trained, history, metrics = body(lambda m, step: mlflow.log_metrics(m, step=step))
             mlflow.log_metrics({**metrics, "threshold": trained.config["threshold"]})
             out_dir.mkdir(parents=True, exist_ok=True)

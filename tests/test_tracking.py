@@ -1,0 +1,204 @@
+"""The one project store: found from DVC experiment workspaces and any cwd, safe for concurrent writers,
+movable, tagged for the UI, runs checked before a stage writes, splits logged as dataset inputs."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustct import tracking
+from robustct.models import build_model, save_checkpoint
+
+SRC = Path(tracking.__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def no_store_env(monkeypatch):
+    monkeypatch.delenv("ROBUSTCT_MLRUNS", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def make_project(root: Path) -> Path:
+    (root / ".dvc").mkdir(parents=True)
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    return root
+
+
+def test_dvc_temp_and_queued_workspaces_use_the_project_store(tmp_path, monkeypatch, no_store_env):
+    proj = make_project(tmp_path / "proj")
+    # what `dvc exp run --temp` / a queue worker runs in: a full copy under .dvc/tmp/exps/<tmp>/
+    ws = make_project(proj / ".dvc" / "tmp" / "exps" / "tmpa1b2c3")
+    (ws / "outputs").mkdir()
+    for cwd in (ws, ws / "outputs", proj, proj / ".dvc"):
+        monkeypatch.chdir(cwd)
+        assert tracking.project_root() == proj
+        assert tracking.mlruns_dir() == proj / "mlruns"
+        assert tracking.tracking_uri() == f"sqlite:///{proj / 'mlruns' / 'mlflow.db'}?timeout=60"
+    monkeypatch.setenv("ROBUSTCT_MLRUNS", "team-mlruns")  # relative: from the project root, not the cwd
+    monkeypatch.chdir(ws / "outputs")
+    assert tracking.mlruns_dir() == proj / "team-mlruns"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert tracking.mlruns_dir() == proj / "team-mlruns"  # the explicit project store wins (tests set it)
+    monkeypatch.delenv("ROBUSTCT_MLRUNS")
+    assert tracking.tracking_uri() == "http://127.0.0.1:5999"
+
+
+def test_runs_from_a_dvc_workspace_land_in_the_project_store(tmp_path, monkeypatch, no_store_env):
+    proj = make_project(tmp_path / "proj")
+    ws = make_project(proj / ".dvc" / "tmp" / "exps" / "tmpq")
+    monkeypatch.chdir(ws)
+    mlflow = tracking.setup()
+    with mlflow.start_run(run_name="from-temp-workspace") as run:
+        mlflow.log_metric("m", 1.0)
+    shutil.rmtree(ws)  # DVC deletes the workspace afterwards
+    monkeypatch.chdir(proj)
+    mlflow = tracking.setup()
+    assert mlflow.get_run(run.info.run_id).data.metrics == {"m": 1.0}
+    assert not (ws / "mlruns").exists() and (proj / "mlruns" / "mlflow.db").is_file()
+
+
+WORKER = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, os.environ["ROBUSTCT_SRC"])
+    from robustct import tracking
+    mlflow = tracking.setup()
+    for i in range(int(sys.argv[1])):
+        with mlflow.start_run(run_name=f"worker-{sys.argv[2]}-{i}"):
+            mlflow.log_params({f"p{k}": k for k in range(10)})
+            for step in range(5):
+                mlflow.log_metrics({f"m{k}": k * step for k in range(4)}, step=step)
+    print("worker ok")
+""")
+
+
+def test_concurrent_writers_on_a_fresh_store(tmp_path):
+    """Queued DVC experiments run in parallel workers: several processes create and write one SQLite store."""
+    (tmp_path / "worker.py").write_text(WORKER)
+    env = {**os.environ, "ROBUSTCT_MLRUNS": str(tmp_path / "mlruns"), "ROBUSTCT_SRC": str(SRC),
+           "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    procs = [subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), "8", str(i)], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(3)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0 and "worker ok" in out, out[-2000:]
+        assert "database is locked" not in out
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking.sqlite_uri(tmp_path / "mlruns"))
+    exp = client.get_experiment_by_name(tracking.EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    assert len(runs) == 24 and all(len(r.data.metrics) == 4 for r in runs)
+    import sqlite3
+
+    assert sqlite3.connect(tmp_path / "mlruns" / "mlflow.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_experiment_is_tagged_for_model_development(tmp_path):
+    mlflow = tracking.setup(root=tmp_path / "mlruns")
+    exp = mlflow.get_experiment_by_name(tracking.EXPERIMENT)
+    assert exp.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    # an experiment created before the tag existed gets it on the next set-up
+    mlflow.MlflowClient().delete_experiment_tag(exp.experiment_id, tracking.EXPERIMENT_KIND_TAG)
+    tracking.setup(root=tmp_path / "mlruns")
+    assert mlflow.get_experiment(exp.experiment_id).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_moved_project_still_loads_its_registered_model(tmp_path, monkeypatch, no_store_env, capsys):
+    import mlflow
+
+    old = make_project(tmp_path / "project")
+    monkeypatch.chdir(old)
+    tracking.setup()
+    net = torch.nn.Linear(3, 2)
+    with mlflow.start_run() as run:
+        mlflow.log_text("hello", "notes/readme.txt")
+        info = mlflow.pytorch.log_model(net, name="model", serialization_format="pickle")
+    mlflow.register_model(info.model_uri, "moved")
+    new = tmp_path / "project2"
+    monkeypatch.chdir(tmp_path)
+    old.rename(new)
+    monkeypatch.chdir(new)
+    tracking.setup()
+    assert "the MLflow store moved from" in capsys.readouterr().err
+    loaded = mlflow.pytorch.load_model("models:/moved/1")
+    x = torch.rand(4, 3)
+    assert torch.equal(loaded(x), net(x))
+    assert mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/notes/readme.txt") == "hello"
+    exp = mlflow.get_experiment_by_name(tracking.EXPERIMENT)
+    assert exp.artifact_location == (new / "mlruns" / "artifacts").as_uri()
+    assert tracking.relocate_store(new / "mlruns", exp.artifact_location) == 0  # idempotent
+
+
+def tiny_stage_inputs(tmp_path):
+    from conftest import write_dataset
+
+    data = tmp_path / "data"
+    write_dataset(data)
+    split = tmp_path / "split"
+    split.mkdir()
+    rows = ["path,label,label_index,group"]
+    rows += [f"CT_COVID/{p.name},covid,1,g{i}" for i, p in enumerate(sorted((data / "CT_COVID").iterdir()))]
+    rows += [f"CT_NonCOVID/{p.name},non_covid,0,n{i}" for i, p in enumerate(sorted((data / "CT_NonCOVID").iterdir()))]
+    for name in ("train", "val", "test"):
+        (split / f"{name}.csv").write_text("\n".join(rows) + "\n")
+    model_dir = tmp_path / "train"
+    save_checkpoint(build_model("resnet18", "none", image_size=32), model_dir / "model.pt")
+    return data, split, model_dir
+
+
+def test_missing_run_stops_evaluate_before_it_writes(tmp_path, monkeypatch, capsys):
+    from robustct.stages import evaluate
+
+    monkeypatch.setenv("ROBUSTCT_MLRUNS", str(tmp_path / "fresh-mlruns"))  # a store without that run
+    data, split, model_dir = tiny_stage_inputs(tmp_path)
+    (model_dir / "run.json").write_text('{"run_id": "0123456789abcdef0123456789abcdef", "model_uri": "models:/m-1"}')
+    out = tmp_path / "evaluate"
+    with pytest.raises(tracking.MissingRunError) as err:
+        evaluate.run({"evaluate": {"bootstrap": 10, "seed": 0}}, data, "baseline", model_dir, split, out,
+                     tmp_path / "evaluate.json")
+    msg = str(err.value)
+    assert "\n" not in msg and str(model_dir / "run.json") in msg and "dvc repro -f train" in msg
+    assert not out.exists() and not (tmp_path / "evaluate.json").exists()
+
+
+def test_resolve_run_warns_and_asks_for_a_new_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ROBUSTCT_MLRUNS", str(tmp_path / "mlruns"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    f = tmp_path / "run.json"
+    f.write_text('{"run_id": "ffffffffffffffffffffffffffffffff"}')
+    ref = tracking.resolve_run(f, "train", on_missing="new")
+    assert ref.run_id is None and "logging to a new run" in capsys.readouterr().err
+    mlflow = tracking.setup()
+    with mlflow.start_run() as run:
+        pass
+    f.write_text(f'{{"run_id": "{run.info.run_id}"}}')
+    assert tracking.resolve_run(f, "train").run_id == run.info.run_id
+    f.write_text("{}")  # written with --no-track
+    with pytest.raises(tracking.MissingRunError, match="--no-track"):
+        tracking.resolve_run(f, "train")
+
+
+def test_split_is_logged_as_a_dataset_input_with_a_data_version_digest(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBUSTCT_MLRUNS", str(tmp_path / "mlruns"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data, split, _ = tiny_stage_inputs(tmp_path)
+    with tracking.stage_run("train", run_name="t", split_dir=split, splits=("train", "val")) as (mlflow, run):
+        pass
+    got = mlflow.get_run(run.info.run_id).inputs.dataset_inputs
+    by_name = {d.dataset.name: d for d in got}
+    assert set(by_name) == {"covid-ct-train", "covid-ct-val"}
+    version = tracking.data_version()
+    assert by_name["covid-ct-val"].dataset.digest == tracking.split_digest(version, split / "val.csv")
+    contexts = {d.dataset.name: {t.key: t.value for t in d.tags}["mlflow.data.context"] for d in got}
+    assert contexts == {"covid-ct-train": "training", "covid-ct-val": "validation"}
+    # the digest follows both the data version and the split file
+    assert tracking.split_digest("dvc-md5:other", split / "val.csv") != by_name["covid-ct-val"].dataset.digest
+    (split / "val.csv").write_text((split / "val.csv").read_text() + "extra,covid,1,gx\n")
+    assert tracking.split_digest(version, split / "val.csv") != by_name["covid-ct-val"].dataset.digest
