@@ -150,8 +150,8 @@ def test_repository_validate_params_are_valid():
      "split.ratios.train: Input should be a valid number (got '0.8')"),
     ("split", {"ratios": {"train": 0.8, "val": 0.1, "test": 0.2}}, "split.ratios: ratios must sum to 1, got 1.1"),
     ("split", {"ratios": {"train": 1.1, "val": 0.05, "test": 0.05}}, "split.ratios.train: Input should be less than 1"),
-    ("split", {"scheme": "kfold"}, "split.scheme: 'kfold' is not a valid choice; input should be 'patient' or 'random'"),
-    ("split", {"sed": 1}, "split.sed: unknown key; valid: scheme, ratios, seed"),
+    ("split", {"scheme": "kfold"}, "split.scheme: 'kfold' is not a valid choice; input should be 'official', 'patient' or 'random'"),
+    ("split", {"sed": 1}, "split.sed: unknown key; valid: scheme, official_keep_quarantined_test, ratios, seed"),
 ])
 def test_one_message_per_problem_naming_the_key(section, change, message):
     params = repo_params()

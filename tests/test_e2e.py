@@ -55,7 +55,7 @@ def small_params() -> dict:
                square={"max_iter": 5, "p_init": 0.8, "restarts": 1},
                deepfool={"max_iter": 3, "overshoot": 0.02, "subset": 4},
                fgsm_min_eps={"epsilon_step": "2/255", "max_epsilon": "16/255"})
-    p["defend"].update(epochs=1, steps=1, val_steps=2, trainable_stages=1, batch_size=16)
+    p["defend"].update(epochs=1, prefit_epochs=1, epsilon_warmup=1, steps=1, val_steps=2, batch_size=16)
     p["gate"].update(RELAXED)
     return p
 

@@ -47,7 +47,7 @@ def test_every_problem_is_listed_at_once_with_its_key_path_and_choices(tmp_path)
     params["attack"]["standard_epsilons"] = [8]
     problems = check_params(params)
     text = "\n".join(problems)
-    assert "train.backbone: unknown backbone 'vgg'; valid: efficientnet_lite0, resnet18, resnet50" in text
+    assert "train.backbone: unknown backbone 'vgg'; valid: efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, resnet18, resnet50" in text
     assert "split.ratios: ratios must sum to 1" in text
     assert "attack.standard_epsilons.0: epsilon 8 is above 1" in text and "'8/255'" in text
     assert len(problems) == 3

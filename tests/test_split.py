@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from robustct.data.split import LeakageError, check_no_leakage, make_split
+from robustct.data.split import LeakageError, check_no_leakage, hash_split, make_split, unit_hash
 
 
 def table(n_groups=60, per_group=3):
@@ -25,14 +25,46 @@ def test_patient_split_has_no_leakage_and_keeps_every_image():
     assert sorted(pd.concat(s.values()).path) == sorted(t.path)
 
 
-def test_patient_split_is_stratified_and_near_ratios():
-    t = table(200)
+def test_patient_split_is_near_ratios():
+    # hash placement: shares match the ratios in expectation (binomial over 2000 groups: sd ~ 0.007)
+    t = table(2000)
     s = make_split(t, "patient", RATIOS, seed=0)
     for name, df in s.items():
-        share = len(df) / len(t)
-        assert share == pytest.approx(RATIOS[name], abs=0.03)
-        covid_share = (df.label == "covid").mean()
-        assert covid_share == pytest.approx((t.label == "covid").mean(), abs=0.06)
+        assert len(df) / len(t) == pytest.approx(RATIOS[name], abs=0.03)
+        assert (df.label == "covid").mean() == pytest.approx((t.label == "covid").mean(), abs=0.06)
+
+
+def test_random_split_is_stratified():
+    t = table(200)
+    s = make_split(t, "random", RATIOS, seed=0)
+    for name, df in s.items():
+        assert (df.label == "covid").mean() == pytest.approx((t.label == "covid").mean(), abs=0.03)
+
+
+def test_removing_any_one_image_keeps_every_other_test_image_in_test():
+    t = table(40)
+    t["dup_cluster"] = t.path
+    t.loc[t.path == "covid/1_0.png", "dup_cluster"] = "non_covid/2_0.png"  # a duplicate links patients 1 and 2
+    t.loc[t.path == "non_covid/2_0.png", "dup_cluster"] = "non_covid/2_0.png"
+    base = make_split(t, "patient", RATIOS, seed=5)
+    test = set(base["test"].path)
+    assert 3 <= len(test) < len(t) // 2
+    for i in t.index:
+        removed = t.path[i]
+        after = make_split(t.drop(index=i), "patient", RATIOS, seed=5)
+        moved = (test - {removed}) - set(after["test"].path)
+        assert not moved, f"removing {removed} moved {sorted(moved)} out of test"
+
+
+def test_hash_split_depends_only_on_key_and_seed():
+    units = pd.Series(["a", "b", "c", "a"])
+    where = hash_split(units, RATIOS, seed=1)
+    assert where[0] == where[3]
+    assert where[1] == hash_split(pd.Series(["b"]), RATIOS, seed=1)[0]
+    u = unit_hash("a", 1)
+    assert 0 <= u < 1 and u == unit_hash("a", 1) != unit_hash("a", 2)
+    expected = "train" if u < 0.8 else "val" if u < 0.9 else "test"
+    assert where[0] == expected
 
 
 def test_same_seed_same_split_other_seed_differs():
@@ -57,5 +89,5 @@ def test_leakage_is_named():
 
 
 def test_unknown_scheme():
-    with pytest.raises(ValueError, match="valid: patient, random"):
+    with pytest.raises(ValueError, match="valid: official, patient, random"):
         make_split(table(), "kfold", RATIOS, 0)

@@ -9,6 +9,9 @@ pixel units. Attacks put the model in eval mode for their duration and restore e
 module's previous mode; they never change parameters, gradients or BatchNorm statistics.
 Random starts draw from a private generator seeded in the constructor (global RNG
 untouched) over the whole input at once, so results do not depend on ``batch_size``.
+Evaluation attacks reseed it on every ``perturb`` call (the same call gives the same result);
+a training adversary is given ``generator=``, an advancing generator, so every batch gets a
+fresh random start while a run stays reproducible from its seed.
 
 Success: untargeted, the prediction differs from ``y``; targeted, it equals ``y``.
 With ``early_stop=True`` a sample that already succeeds receives no more gradient steps.
@@ -233,7 +236,7 @@ class _IterativeLinf(Attack):
     default_random_start = True
 
     def __init__(self, model, epsilon, steps=10, step_size=None, restarts=1, random_start=None,
-                 early_stop=True, seed=0, targeted=False, batch_size=None):
+                 early_stop=True, seed=0, targeted=False, batch_size=None, generator=None):
         super().__init__(model, epsilon, targeted, batch_size)
         if steps < 1 or restarts < 1:
             raise ValueError("steps and restarts must be >= 1")
@@ -243,6 +246,7 @@ class _IterativeLinf(Attack):
         self.random_start = self.default_random_start if random_start is None else bool(random_start)
         self.early_stop = bool(early_stop)
         self.seed = int(seed)
+        self.generator = generator
 
     def _default_step(self):
         return 2.5 * self.epsilon / self.steps
@@ -254,6 +258,9 @@ class _IterativeLinf(Attack):
     def _draw(self, x):
         if not (self.random_start and self.epsilon > 0):
             return None
+        if self.generator is not None:  # training: advancing CPU generator, fresh start per call
+            shape = (self.restarts, *x.shape)
+            return (torch.rand(shape, generator=self.generator, dtype=x.dtype) * 2 - 1).to(x.device)
         gen = torch.Generator(device=x.device).manual_seed(self.seed)
         return torch.rand((self.restarts, *x.shape), generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
 
@@ -320,8 +327,11 @@ class PGD(_IterativeLinf):
         random_start: start uniformly in the epsilon-ball (else at ``x``).
         early_stop: stop updating samples once misclassified (evaluation); set False for
             adversarial training, which wants the loss maximised for every sample.
-        seed: seed of the random start (a private generator; global RNG untouched).
+        seed: seed of the random start (a private generator reseeded on every ``perturb`` call, so
+            evaluation is deterministic; global RNG untouched).
         targeted: ``y`` are target labels; minimises the cross-entropy to them.
+        generator: a CPU ``torch.Generator`` for training adversaries: random starts are drawn from it
+            and it advances, so each call (batch) gets a fresh start; ``seed`` is then unused.
     """
 
     name = "pgd"

@@ -11,8 +11,12 @@ from typing import Callable
 
 BACKBONES: dict[str, str] = {
     "efficientnet_lite0": "robustct.models:efficientnet_lite0_features",
+    "efficientnet_lite1": "robustct.models:efficientnet_lite1_features",
+    "efficientnet_lite2": "robustct.models:efficientnet_lite2_features",
     "resnet18": "robustct.models:resnet18_features",
     "resnet50": "robustct.models:resnet50_features",
+    "small_cnn": "robustct.models:small_cnn_features",
+    "small_cnn_bn": "robustct.models:small_cnn_bn_features",
 }
 """Backbone name -> ``"module:function"`` building its features."""
 

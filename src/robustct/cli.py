@@ -30,6 +30,9 @@ UPSTREAM_FILES = {
     "CT_NonCOVID.zip": f"{UPSTREAM}/Images-processed/CT_NonCOVID.zip",
     "COVID-CT-MetaInfo.csv": f"{UPSTREAM}/Data-split/COVID-CT-MetaInfo.csv",
     "NonCOVID-CT-MetaInfo.csv": f"{UPSTREAM}/Data-split/NonCOVID-CT-MetaInfo.csv",
+    **{f"official_split/{rel}": f"{UPSTREAM}/Data-split/{rel}" for rel in (
+        "COVID/trainCT_COVID.txt", "COVID/valCT_COVID.txt", "COVID/testCT_COVID.txt",
+        "NonCOVID/trainCT_NonCOVID.txt", "NonCOVID/valCT_NonCOVID.txt", "NonCOVID/testCT_NonCOVID.txt")},
 }
 
 
@@ -46,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
         if name == "fetch-data":
             p.add_argument("--source", help="local COVID-CT folder (default: params data.source)")
+            p.add_argument("--split-source", help="folder with the authors' official split lists "
+                           "(default: params data.split_source, else covid-ct-official-split next to --source)")
             p.add_argument("--url", action="store_true",
                            help="download the upstream archives and metadata instead of copying a folder")
         if name in ("gate", "evaluate", "attack"):
@@ -76,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.url:
                 changed = ingest.fetch_from_urls(UPSTREAM_FILES, data_root)
             else:
-                changed = ingest.fetch_from_folder(Path(args.source or params["data"]["source"]), data_root)
+                split_source = args.split_source or params["data"].get("split_source")
+                changed = ingest.fetch_from_folder(Path(args.source or params["data"]["source"]), data_root,
+                                                   split_source=Path(split_source) if split_source else None)
         except (ingest.ChecksumError, FileNotFoundError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -98,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stage = importlib.import_module(f".stages.{cmd}", __package__)
     kwargs = {"track": track} if cmd != "split" else {}
-    if cmd in ("validate", "train", "evaluate", "attack", "defend"):
+    if cmd in ("validate", "split", "train", "evaluate", "attack", "defend"):
         kwargs["data_root"] = data_root
     if cmd in ("evaluate", "attack"):
         kwargs["candidate"] = args.candidate

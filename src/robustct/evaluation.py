@@ -18,15 +18,18 @@ def report_for(model, data_root: Path, split_dir: Path, cfg: dict, out_dir: Path
     out_dir.mkdir(parents=True, exist_ok=True)
     x, y = load_split_tensors(data_root, split_dir, "test", model.config["image_size"])
     p = predict(model, x)[:, 1].numpy()
+    test = read_split(split_dir, "test")
+    groups = test.group.to_numpy() if "group" in test else None  # patients: cluster bootstrap
     # the model's threshold is folded into its logits, so 0.5 on its probabilities is its decision rule
-    rep = evaluation_report(y.numpy(), p, 0.5, int(cfg.get("bootstrap", 1000)), int(cfg.get("seed", 0)))
+    rep = evaluation_report(y.numpy(), p, 0.5, int(cfg.get("bootstrap", 1000)), int(cfg.get("seed", 0)),
+                            groups=groups)
     rep["model_threshold"] = model.config["threshold"]
     rep["predicted_covid_rate"] = float((p >= 0.5).mean()) if len(p) else float("nan")
     write_json(out_dir / "metrics.json", {k: rep[k] for k in ("n", "threshold", "model_threshold", "metrics",
-                                                              "confusion_matrix", "predicted_covid_rate")})
+                                                              "confusion_matrix", "predicted_covid_rate",
+                                                              "interval_method", "n_groups") if k in rep})
     roc = rep["roc"]
     write_csv(out_dir / "roc.csv", [dict(fpr=a, tpr=b) for a, b in zip(roc["fpr"], roc["tpr"])], ["fpr", "tpr"])
-    test = read_split(split_dir, "test")
     write_csv(out_dir / "predictions.csv",
               [dict(path=pa, label=int(t), p_covid=float(q)) for pa, t, q in zip(test.path, y.tolist(), p)],
               ["path", "label", "p_covid"])

@@ -1,7 +1,11 @@
 """Binary classification metrics with percentile-bootstrap confidence intervals.
 
 Class 1 (positive) is COVID. Sensitivity = recall of COVID; specificity = recall of
-non-COVID. Intervals: percentile bootstrap over test images (Efron & Tibshirani, 1993).
+non-COVID. Intervals: percentile bootstrap (Efron & Tibshirani, 1993) over test images, or,
+when each image's patient group is given, the cluster bootstrap: patients are resampled with
+replacement and every resampled patient contributes all its images (Field & Welsh, 2007,
+"Bootstrapping clustered data"; Davison & Hinkley, 1997, sec. 3.8). Slices of one patient are
+correlated, so resampling images understates the uncertainty.
 """
 from __future__ import annotations
 
@@ -33,19 +37,49 @@ def point_metrics(y_true: np.ndarray, p_covid: np.ndarray, threshold: float = 0.
     }
 
 
-def bootstrap_ci(y_true, p_covid, threshold=0.5, n_boot=1000, seed=0, alpha=0.05) -> dict:
+IMAGE_BOOTSTRAP = "percentile bootstrap over images"
+CLUSTER_BOOTSTRAP = "percentile cluster bootstrap over patients"
+
+
+def interval_method(groups=None) -> str:
+    """Name of the interval method :func:`bootstrap_ci` uses for these ``groups``."""
+    return IMAGE_BOOTSTRAP if groups is None else CLUSTER_BOOTSTRAP
+
+
+def bootstrap_ci(y_true, p_covid, threshold=0.5, n_boot=1000, seed=0, alpha=0.05, groups=None) -> dict:
     """Percentile-bootstrap ``(1 - alpha)`` intervals for every metric of :func:`point_metrics`.
 
+    Args:
+        y_true: int array (N,), 1 = COVID; p_covid: float array (N,) in [0, 1].
+        groups: optional array (N,) of cluster keys (patient group per image, any hashable values).
+            None: images are resampled (N draws). Given: the G distinct groups are resampled
+            (G draws with replacement) and each drawn group contributes all its images, so the
+            resample size varies. With one image per group both give identical results.
+        n_boot: bootstrap replicates; seed: NumPy generator seed; alpha: two-sided level.
+
     Returns:
-        ``{metric: {"value", "ci_low", "ci_high"}}``.
+        ``{metric: {"value", "ci_low", "ci_high"}}``; replicates where a metric is undefined
+        (e.g. AUC with one class) are skipped for that metric; NaN bounds if none is defined.
+
+    Raises:
+        ValueError: ``groups`` does not have one entry per image.
     """
     y_true, p_covid = np.asarray(y_true), np.asarray(p_covid)
     point = point_metrics(y_true, p_covid, threshold)
     rng = np.random.default_rng(seed)
     samples = {k: [] for k in point}
-    n = len(y_true)
+    if groups is None:
+        members = [np.array([i]) for i in range(len(y_true))]
+    else:
+        groups = np.asarray(groups)
+        if groups.shape != y_true.shape:
+            raise ValueError(f"groups has shape {groups.shape}, expected one per image {y_true.shape}")
+        _, codes = np.unique(groups, return_inverse=True)
+        members = [np.flatnonzero(codes == g) for g in range(codes.max() + 1)] if len(codes) else []
+    n = len(members)
     for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
+        drawn = rng.integers(0, n, n)
+        idx = np.concatenate([members[g] for g in drawn]) if n else np.array([], dtype=int)
         for k, v in point_metrics(y_true[idx], p_covid[idx], threshold).items():
             samples[k].append(v)
     out = {}
@@ -57,8 +91,14 @@ def bootstrap_ci(y_true, p_covid, threshold=0.5, n_boot=1000, seed=0, alpha=0.05
     return out
 
 
-def evaluation_report(y_true, p_covid, threshold=0.5, n_boot=1000, seed=0) -> dict:
-    """Metrics with intervals, the confusion matrix and the ROC curve points."""
+def evaluation_report(y_true, p_covid, threshold=0.5, n_boot=1000, seed=0, groups=None) -> dict:
+    """Metrics with intervals, the confusion matrix and the ROC curve points.
+
+    Args:
+        groups: patient group per image (the split CSVs' ``group`` column); given, the intervals are
+            the cluster bootstrap over patients (see :func:`bootstrap_ci`). ``interval_method`` and
+            ``n_groups`` in the result say which was used.
+    """
     y_true = np.asarray(y_true).astype(int)
     p_covid = np.asarray(p_covid, dtype=float)
     cm = confusion_matrix(y_true, (p_covid >= threshold).astype(int), labels=[0, 1])
@@ -66,7 +106,10 @@ def evaluation_report(y_true, p_covid, threshold=0.5, n_boot=1000, seed=0) -> di
     return {
         "n": int(len(y_true)),
         "threshold": float(threshold),
-        "metrics": bootstrap_ci(y_true, p_covid, threshold, n_boot, seed),
+        "interval_method": interval_method(groups),
+        "n_groups": int(len(np.unique(np.asarray(groups)))) if groups is not None else int(len(y_true)),
+        "n_boot": int(n_boot),
+        "metrics": bootstrap_ci(y_true, p_covid, threshold, n_boot, seed, groups=groups),
         "confusion_matrix": {"labels": ["non_covid", "covid"], "rows_true_cols_pred": cm.tolist()},
         "roc": {"fpr": list(map(float, fpr)), "tpr": list(map(float, tpr)),
                 "threshold": [float(min(t, 1.0)) for t in thr]},

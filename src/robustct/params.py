@@ -31,6 +31,8 @@ class _Strict(BaseModel):
 class DataParams(_Strict):
     root: str = Field("data", description="where data.dvc puts the dataset")
     source: str = Field("../shared/datasets/covid-ct", description="local copy used by `robustct fetch-data`")
+    split_source: str = Field("../shared/datasets/covid-ct-official-split",
+                              description="the authors' split lists, installed by fetch-data as data/official_split")
 
 
 class NearDuplicateParams(_Strict):
@@ -79,8 +81,11 @@ class Ratios(_Strict):
 
 
 class SplitParams(_Strict):
-    scheme: Literal["patient", "random"] = Field(
-        "patient", description="patient: no patient in two splits | random: the paper's image-level split (leaks)")
+    scheme: Literal["official", "patient", "random"] = Field(
+        "official", description="official: the COVID-CT authors' patient-level lists (203 test images) | "
+        "patient: stable hash split, no patient in two splits | random: the paper's image-level split (leaks)")
+    official_keep_quarantined_test: bool = Field(
+        True, description="official scheme: quarantined files on the test lists stay in test (as published)")
     ratios: Ratios = Ratios()
     seed: int = 42
 
@@ -119,6 +124,10 @@ class TrainParams(_Strict):
     seed: int = 0
     threshold: Literal["0.5", "val_youden"] = "0.5"
     augmentation: Augmentation = Augmentation()
+    lr_backbone: Optional[float] = Field(None, ge=0, le=10, description="backbone learning rate (discriminative); "
+                                         "null = lr for all trainable parameters")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    cv_folds: int = Field(0, ge=0, le=20, description="> 0: patient-grouped k-fold CV of the recipe on train+val")
 
     _threshold_text = field_validator("threshold", mode="before")(classmethod(lambda cls, v: _as_text(v)))
 
@@ -210,29 +219,51 @@ class SmoothingParams(_Strict):
 
 
 class DefendParams(_Strict):
-    method: str = Field("pgd_at", description="a name of robustct.defences.METHODS")
-    epsilon: Epsilon = Field(1 / 255, description="training budget (L-inf, [0, 1] pixel units)")
-    steps: int = Field(2, ge=1, le=1000, description="attack steps per training batch")
-    step_size: Optional[Epsilon] = Field(None, description="null = 2.5 * epsilon / steps")
-    epsilon_warmup: int = Field(0, ge=0, le=10_000, description="epochs over which epsilon ramps up linearly")
-    adv_weight: float = Field(1.0, ge=0, le=1, description="loss = (1-w) CE(clean) + w CE(adversarial)")
-    val_steps: int = Field(5, ge=1, le=1000, description="PGD steps of the validation attack for selection")
+    """``defend``: adversarial training (robustct.defences.adversarial). Defaults: the recipe chosen in
+    docs/defences.md (TRADES on a small BatchNorm CNN trained from scratch, resized to 64 px inside the model)."""
+    method: str = Field("trades", description="a name of robustct.defences.METHODS: pgd_at | trades | fast_at")
+    epsilon: Epsilon = Field(1 / 255, description="training and selection budget (L-inf, [0, 1] pixel units)")
+    steps: int = Field(2, ge=1, le=1000, description="attack steps per training batch (fast_at: 1)")
+    step_size: Optional[Epsilon] = Field(None, description="null = 2.5 * epsilon / steps (fast_at: 1.25 * epsilon)")
+    epsilon_warmup: int = Field(5, ge=0, le=10_000,
+                                description="epochs over which epsilon, step size and TRADES beta ramp up linearly")
+    beta: float = Field(6.0, ge=0, le=100, description="TRADES weight of the KL term")
+    adv_weight: float = Field(1.0, ge=0, le=1, description="pgd_at/fast_at: (1-w) CE(clean) + w CE(adversarial)")
+    val_steps: int = Field(10, ge=1, le=1000, description="PGD steps of the validation attack for selection")
     select_on: Literal["robust", "mean"] = "robust"
-    trainable_stages: Union[Literal["all"], int] = Field(3, description="last N backbone stages trained, or all")
-    batchnorm: Literal["eval", "train"] = "eval"
-    warm_start: bool = True
-    weights: str = "imagenet"
-    lr: float = Field(1e-4, gt=0, le=10)
+    init: Literal["baseline", "new"] = Field("new", description="baseline: the train stage's model; new: backbone/weights")
+    backbone: Optional[str] = Field("small_cnn_bn", description="init new: a BACKBONES name (null: the baseline's)")
+    weights: str = Field("none", description="init new: imagenet | none | path of a backbone state dict")
+    resize_to: Optional[int] = Field(64, ge=8, le=1024, description="init new: side the model resizes its input to")
+    resize_mode: Literal["area", "bilinear"] = "area"
+    dropout: float = Field(0.2, ge=0, le=1, description="init new: dropout before the head")
+    prefit_epochs: int = Field(15, ge=0, le=10_000, description="clean full fine-tune epochs before adversarial training")
+    prefit_lr: float = Field(3e-3, gt=0, le=10)
+    trainable_stages: Union[Literal["all"], int] = Field("all", description="last N backbone stages trained, or all")
+    batchnorm: Literal["eval", "train", "dual"] = Field(
+        "dual", description="eval: statistics frozen | train | dual: separate clean/adversarial (AdvProp)")
+    ema_decay: float = Field(0.99, ge=0, lt=1, description="weight EMA decay (0: off)")
+    lr: float = Field(1e-3, gt=0, le=10)
+    lr_decay: float = Field(1.0, gt=0, le=1, description="stage k from the top gets lr * lr_decay**k")
     weight_decay: float = Field(0.0, ge=0, le=10)
     schedule: Literal["constant", "cosine"] = "cosine"
-    epochs: int = Field(5, ge=1, le=10_000)
+    epochs: int = Field(15, ge=1, le=10_000)
     batch_size: int = Field(32, ge=1, le=4096)
     seed: int = 0
     threshold: Literal["0.5", "val_youden"] = "val_youden"
-    augmentation: Augmentation = Augmentation()
+    augmentation: Augmentation = Augmentation(hflip=True, rotation_deg=10, translate=0.05, scale=[0.9, 1.1])
+    co_check_images: int = Field(128, ge=1, le=100_000, description="fast_at: images of the per-epoch PGD check")
+    co_check_drop: float = Field(0.2, gt=0, le=1, description="fast_at: stop when PGD accuracy falls this far")
     denoiser: DenoiserParams = DenoiserParams()
     input_transform: InputTransformParams = InputTransformParams()
     smoothing: SmoothingParams = SmoothingParams()
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone(cls, v):
+        if v is not None and v not in BACKBONES:
+            raise ValueError(f"unknown backbone {v!r}; valid: {', '.join(BACKBONES)}")
+        return v
 
     _threshold_text = field_validator("threshold", mode="before")(classmethod(lambda cls, v: _as_text(v)))
 

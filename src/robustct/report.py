@@ -28,6 +28,8 @@ def _ci(m: dict) -> str:
 def clean_table(cands: list[CandidateResults]) -> str:
     """Clean test metrics with 95 % intervals, predicted-COVID rate and collapse verdict."""
     method = cands[0].evaluation.get("interval_method", "percentile bootstrap over test images") if cands else ""
+    if cands and cands[0].evaluation.get("n_groups"):
+        method += f" ({cands[0].evaluation['n_groups']} patient groups)"
     lines = [f"95 % intervals: {method}.", "",
              "| candidate | n | accuracy | AUC | sensitivity | specificity | F1 | predicted-COVID rate | collapse |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -34,8 +34,10 @@ def sweep_and_write(model, x, y, cfg: dict, out_dir: Path, progress=print) -> di
     out_dir.mkdir(parents=True, exist_ok=True)
     result = standard_suite(model, x, y, cfg, timed(progress) if progress else None)  # elapsed time per line
     table = paper_table(result["fgsm_paper"], PAPER_FGSM_NON_COVID)
+    result["paper_readings"] = paper_readings(model, x, y, cfg, result["fgsm_paper"])
     sweeps = point_lists(result)
-    extra = {k: result[k] for k in ("targeted", "minimal_epsilon", "perceptibility", "sanity") if k in result}
+    extra = {k: result[k] for k in ("targeted", "minimal_epsilon", "perceptibility", "sanity", "paper_readings")
+             if k in result}
     write_json(out_dir / "sweep.json", {**sweeps, "paper_table_non_covid": table, **extra})
     write_json(out_dir / "metrics.json", flat_sweep_metrics(result))
     for key, pts in sweeps.items():
@@ -98,6 +100,24 @@ def sweep_and_write(model, x, y, cfg: dict, out_dir: Path, progress=print) -> di
                                           out_dir / "original_vs_adversarial.png",
                                           title=f"epsilon = {format_epsilon(eps_p)}")
     return {**sweeps, "paper_table_non_covid": table, **extra}
+
+
+def paper_readings(model, x, y, cfg: dict, pixel_points: list[dict]) -> dict:
+    """The paper's FGSM table under both readings of its epsilons: [0, 1] pixel units (the paper-grid sweep
+    already run) and grey levels (epsilon / 255, one more FGSM sweep), side by side with the paper's values,
+    and which reading the paper's numbers are consistent with (:mod:`robustct.paper_readings`)."""
+    from dataclasses import asdict  # noqa: PLC0415
+
+    from . import paper_readings as pr  # noqa: PLC0415
+    from .robustness import fgsm_sweep  # noqa: PLC0415
+
+    listed = cfg["paper_epsilons"]
+    grey = fgsm_sweep(model, x, y, pr.attack_epsilons(listed)["grey_levels"], cfg.get("batch_size", 32))[0]
+    ours = {"pixel": pr.curve_from_points(pixel_points, listed, "pixel"),
+            "grey_levels": pr.curve_from_points(grey, listed, "grey_levels")}
+    verdict = pr.consistent_reading(PAPER_FGSM_NON_COVID, ours)
+    rows = pr.readings_table(PAPER_FGSM_NON_COVID, ours)
+    return {"rows": rows, "verdict": asdict(verdict), "markdown": pr.readings_markdown(rows, verdict)}
 
 
 def _compact(v) -> str:

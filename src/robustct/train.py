@@ -9,7 +9,10 @@ The tracker is not imported here: pass ``log`` (a callable ``(metrics: dict, ste
 from __future__ import annotations
 
 import copy
+import math
 import random
+import sys
+import time
 from typing import Callable
 
 import numpy as np
@@ -20,6 +23,7 @@ from torchvision.transforms import v2
 
 from .attacks import PGD
 from .metrics import best_threshold, point_metrics
+from .progress import format_seconds
 from .robustness import as_float, attack_sweep, predict
 
 
@@ -53,21 +57,115 @@ def make_augment(cfg: dict | None) -> Callable | None:
     return lambda xb: torch.stack([tf(img) for img in xb])
 
 
+class Objective:
+    """Per-batch training loss. Subclasses implement :meth:`loss`; :meth:`begin_epoch` sets schedules.
+
+    ``loss(model, xb, yb) -> (loss scalar, logits used for the training accuracy)``; ``xb`` float
+    (N, C, H, W) in [0, 1] on the model's device, ``yb`` int64 (N,). Called with the model in training mode.
+    """
+
+    name = "clean"
+
+    def begin_epoch(self, epoch: int) -> dict:
+        """Set the schedules of epoch ``epoch`` (1-based); returns the values to record in the history."""
+        return {}
+
+    def loss(self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor):
+        logits = model(xb)
+        return F.cross_entropy(logits, yb), logits
+
+    def finish(self) -> None:
+        """Restore any attribute the schedules changed (called once after training)."""
+
+
+class MixedAdversarialObjective(Objective):
+    """``(1 - w) CE(clean) + w CE(adversary.perturb(x))``; w = 1 is Madry et al.'s PGD-AT.
+
+    The adversary's epsilon and step size ramp linearly from 0 to their configured values over
+    ``epsilon_warmup`` epochs (``ramp(epoch) = min(1, epoch / epsilon_warmup)``).
+    """
+
+    name = "pgd_at"
+
+    def __init__(self, adversary, adv_weight: float = 1.0, epsilon_warmup: int = 0):
+        self.adversary, self.adv_weight, self.epsilon_warmup = adversary, float(adv_weight), int(epsilon_warmup)
+        self.target = (adversary.epsilon, adversary.step_size)
+
+    def ramp(self, epoch: int) -> float:
+        return min(1.0, epoch / self.epsilon_warmup) if self.epsilon_warmup else 1.0
+
+    def begin_epoch(self, epoch):
+        r = self.ramp(epoch)
+        self.adversary.epsilon, self.adversary.step_size = self.target[0] * r, self.target[1] * r
+        return {"train_epsilon": self.adversary.epsilon}
+
+    def loss(self, model, xb, yb):
+        logits = model(self.adversary.perturb(xb, yb))
+        loss = self.adv_weight * F.cross_entropy(logits, yb)
+        if self.adv_weight < 1.0:
+            loss = loss + (1.0 - self.adv_weight) * F.cross_entropy(model(xb), yb)
+        return loss, logits
+
+    def finish(self):
+        self.adversary.epsilon, self.adversary.step_size = self.target
+
+
+class WeightEMA:
+    """Exponential moving average of a model's weights (Polyak averaging; as in timm's ModelEmaV2).
+
+    After each optimiser step, every floating-point parameter and buffer ``v`` of the shadow model is
+    updated ``v <- d * v + (1 - d) * w`` with ``d = min(decay, (1 + t) / (10 + t))`` when ``warmup``
+    (t = updates so far, TensorFlow's ExponentialMovingAverage num_updates rule), else ``d = decay``.
+    Integer buffers (BatchNorm batch counts) are copied.
+
+    Args:
+        model: the trained model; the shadow is a deep copy (same device), kept in eval mode.
+        decay: in [0, 1).
+
+    Raises:
+        ValueError: decay outside [0, 1).
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.99, warmup: bool = True):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.model = copy.deepcopy(model).eval()
+        self.model.requires_grad_(False)
+        self.decay, self.warmup, self.updates = float(decay), bool(warmup), 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.warmup else self.decay
+        self.updates += 1
+        src = model.state_dict()
+        for k, v in self.model.state_dict().items():
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(src[k].detach(), alpha=1 - d)
+            else:
+                v.copy_(src[k])
+
+
 def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
                     batch_size: int, generator: torch.Generator, augment: Callable | None = None,
-                    adversary: PGD | None = None, bn_eval: bool = False, adv_weight: float = 1.0) -> dict:
+                    adversary: PGD | None = None, bn_eval: bool = False, adv_weight: float = 1.0,
+                    objective: Objective | None = None, ema: WeightEMA | None = None) -> dict:
     """One pass over ``(x, y)`` in shuffled minibatches.
 
     Args:
         x: uint8 or float (N, 1, H, W) images in [0, 1]; y: int64 (N,).
-        adversary: if given, each (augmented) batch is replaced by ``adversary.perturb``.
+        objective: the per-batch loss (default: cross-entropy, or with ``adversary``
+            :class:`MixedAdversarialObjective` (adversary, adv_weight)).
+        adversary: if given (and no objective), each (augmented) batch is attacked by ``adversary.perturb``.
         bn_eval: keep every BatchNorm layer in eval mode (running statistics fixed).
         adv_weight: loss = (1 - w) * CE(clean) + w * CE(adversarial); 1.0 is Madry et al.'s
             objective, lower values trade robustness for clean accuracy (Goodfellow et al., 2015).
+        ema: updated after every optimiser step.
 
     Returns:
         ``{"loss", "accuracy"}`` averaged over the epoch (on the inputs trained on).
     """
+    if objective is None:
+        objective = MixedAdversarialObjective(adversary, adv_weight) if adversary is not None else Objective()
     device = next(model.parameters()).device
     _train_mode(model, bn_eval)
     order = torch.randperm(len(x), generator=generator)
@@ -77,18 +175,12 @@ def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimize
         xb, yb = as_float(x[idx]).to(device), y[idx].to(device)
         if augment is not None:
             xb = augment(xb)
-        if adversary is not None:
-            x_adv = adversary.perturb(xb, yb)
-            logits = model(x_adv)
-            loss = adv_weight * F.cross_entropy(logits, yb)
-            if adv_weight < 1.0:
-                loss = loss + (1.0 - adv_weight) * F.cross_entropy(model(xb), yb)
-        else:
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
+        loss, logits = objective.loss(model, xb, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if ema is not None:
+            ema.update(model)
         total_loss += float(loss.detach()) * len(idx)
         correct += int((logits.argmax(1) == yb).sum())
         seen += len(idx)
@@ -112,62 +204,181 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return {"loss": loss, "accuracy": m["accuracy"], "auc": m["auc"], "p_covid": p}
 
 
+COLLAPSE_RATE = (0.1, 0.9)
+COLLAPSE_MIN_AUC = 0.6
+
+
+def collapse_reasons(y: np.ndarray, p_covid: np.ndarray, rate: tuple[float, float] = COLLAPSE_RATE,
+                     min_auc: float = COLLAPSE_MIN_AUC) -> list[str]:
+    """Why a classifier counts as collapsed (empty list: it does not).
+
+    Collapsed: the predicted-COVID rate (P(COVID) >= 0.5) lies outside ``rate`` (nearly constant
+    predictions), or the AUC is below ``min_auc`` (or undefined). Such a checkpoint can never be
+    selected, whatever its robust accuracy: a constant classifier is trivially "robust".
+
+    Args:
+        y: (N,) int labels (1 = COVID); p_covid: (N,) float in [0, 1].
+    """
+    out = []
+    r = float(np.mean(np.asarray(p_covid) >= 0.5)) if len(p_covid) else float("nan")
+    if not rate[0] <= r <= rate[1]:
+        out.append(f"predicted-COVID rate {r:.3f} outside [{rate[0]}, {rate[1]}]")
+    auc = point_metrics(np.asarray(y), np.asarray(p_covid), 0.5)["auc"] if len(set(np.asarray(y).tolist())) > 1 \
+        else float("nan")
+    if not auc >= min_auc:
+        out.append(f"AUC {auc:.3f} < {min_auc}")
+    return out
+
+
+class EpochProgress:
+    """One progress line per reported epoch (loss, accuracy, validation numbers, time per epoch, time left).
+
+    At most about ``max_lines`` lines per run (every k-th epoch, plus the first and the last), so CI
+    logs stay short. ``write`` defaults to printing to stderr.
+    """
+
+    def __init__(self, epochs: int, label: str = "fit", max_lines: int = 25, write: Callable[[str], None] | None = None):
+        self.epochs, self.label = int(epochs), label
+        self.every = max(1, math.ceil(self.epochs / max(max_lines, 1)))
+        self.write = write or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.start = time.perf_counter()
+
+    def __call__(self, epoch: int, row: dict) -> None:
+        if not (epoch == 1 or epoch == self.epochs or epoch % self.every == 0):
+            return
+        per_epoch = (time.perf_counter() - self.start) / epoch
+        parts = [f"[{self.label}] epoch {epoch}/{self.epochs}", f"loss {row['train_loss']:.3f}",
+                 f"acc {row['train_accuracy']:.3f}", f"| val acc {row['val_accuracy']:.3f}", f"auc {row['val_auc']:.3f}"]
+        if "val_robust_accuracy" in row:
+            parts.append(f"robust {row['val_robust_accuracy']:.3f}")
+        if "train_epsilon" in row:
+            parts.append(f"| eps {row['train_epsilon'] * 255:.2f}/255")
+        parts.append(f"| {per_epoch:.1f} s/epoch, {format_seconds(per_epoch * (self.epochs - epoch))} left"
+                     + (" *" if row.get("selected") else ""))
+        self.write(" ".join(parts))
+
+
 def fit(model: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, batch_size: int, seed: int,
         augment: Callable | None = None, weight_decay: float = 0.0, adversary: PGD | None = None,
         val_attack: PGD | None = None, schedule: str = "constant", bn_eval: bool = False,
         adv_weight: float = 1.0, epsilon_warmup: int = 0, select: str = "robust",
-        log: Callable[[dict, int], None] | None = None) -> tuple[nn.Module, list[dict]]:
+        log: Callable[[dict, int], None] | None = None, objective: Objective | None = None,
+        ema: WeightEMA | None = None, param_groups: list[dict] | None = None, veto: bool | None = None,
+        epoch_end: Callable[[nn.Module, int, dict], bool] | None = None,
+        progress: EpochProgress | bool | None = True) -> tuple[nn.Module, list[dict]]:
     """Train with Adam and keep the checkpoint that is best on the validation split.
 
-    With an ``adversary``, its epsilon (and step size) ramp up linearly over the first
-    ``epsilon_warmup`` epochs to their configured values.
+    Objective: ``objective`` if given; else with an ``adversary`` :class:`MixedAdversarialObjective`
+    (its epsilon and step size ramp up linearly over the first ``epsilon_warmup`` epochs); else
+    cross-entropy.
 
     Selection: validation accuracy; with ``val_attack``, ``select="robust"`` uses the
     validation robust accuracy and ``select="mean"`` the mean of clean and robust accuracy.
-    Ties are broken by clean accuracy, then lower validation loss.
+    Ties are broken by clean accuracy, then lower validation loss. With ``veto`` (default: on when
+    there is a ``val_attack``) a collapsed epoch (:func:`collapse_reasons`) is never selected; if every
+    epoch collapses, the best-scoring one is kept and every row says ``collapsed``.
+    With ``ema`` the shadow weights are evaluated, selected and returned (Rice et al., 2020 on
+    robust overfitting: select the best checkpoint, not the last).
 
     Args:
         train, val: ``(x, y)`` tensors as in :func:`train_one_epoch`.
         schedule: ``constant`` or ``cosine`` learning rate.
+        param_groups: optimiser parameter groups (discriminative learning rates); default all
+            trainable parameters at ``lr``.
+        epoch_end: ``(model, epoch, row) -> stop``; may add keys to ``row``; True ends training and the
+            epoch cannot be selected (catastrophic overfitting).
+        progress: True (one line per epoch on stderr, see :class:`EpochProgress`), an instance, or None/False.
 
     Returns:
         (model with the best weights loaded, per-epoch history).
     """
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if objective is None:
+        objective = MixedAdversarialObjective(adversary, adv_weight, epsilon_warmup) if adversary is not None \
+            else Objective()
+    groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    optimizer = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs) if schedule == "cosine" else None
+    veto = val_attack is not None if veto is None else veto
+    report = EpochProgress(epochs) if progress is True else (progress or None)
     best_key, best_state, history = None, None, []
-    target = (adversary.epsilon, adversary.step_size) if adversary is not None else None
-    for epoch in range(1, epochs + 1):
-        if adversary is not None:
-            ramp = min(1.0, epoch / epsilon_warmup) if epsilon_warmup else 1.0
-            adversary.epsilon, adversary.step_size = target[0] * ramp, target[1] * ramp
-        tr = train_one_epoch(model, *train, optimizer, batch_size, gen, augment, adversary, bn_eval, adv_weight)
-        ev = evaluate(model, *val)
-        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": tr["loss"],
-               "train_accuracy": tr["accuracy"], "val_loss": ev["loss"], "val_accuracy": ev["accuracy"],
-               "val_auc": ev["auc"]}
-        score = ev["accuracy"]
-        if val_attack is not None:
-            clean_pred = torch.as_tensor((ev["p_covid"] > 0.5).astype("int64"))  # argmax of 2 classes
-            row["val_robust_accuracy"] = attack_sweep(model, *val, "val", lambda e: val_attack, [val_attack.epsilon],
-                                                      clean_pred=clean_pred)[0]["robust_accuracy"]
-            score = row["val_robust_accuracy"] if select == "robust" else (row["val_robust_accuracy"] + ev["accuracy"]) / 2
-        key = (score, ev["accuracy"], -ev["loss"])
-        if best_key is None or key > best_key:
-            best_key, best_state = key, copy.deepcopy(model.state_dict())
-            row["selected"] = True
-        history.append(row)
-        if log:
-            log({k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "epoch"}, epoch)
-        if sched:
-            sched.step()
-    if adversary is not None:
-        adversary.epsilon, adversary.step_size = target
+    try:
+        for epoch in range(1, epochs + 1):
+            sched_row = objective.begin_epoch(epoch)
+            tr = train_one_epoch(model, *train, optimizer, batch_size, gen, augment, bn_eval=bn_eval,
+                                 objective=objective, ema=ema)
+            judged = ema.model if ema is not None else model
+            row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": tr["loss"],
+                   "train_accuracy": tr["accuracy"], **sched_row}
+            score, ev = _validate(judged, val, val_attack, select, row)
+            stop = bool(epoch_end(model, epoch, row)) if epoch_end is not None else False
+            reasons = collapse_reasons(val[1].numpy(), ev["p_covid"]) if veto else []
+            row["collapsed"] = bool(reasons)
+            key = (not reasons and not stop, score, ev["accuracy"], -ev["loss"])
+            if best_key is None or key > best_key:
+                best_key, best_state = key, copy.deepcopy(judged.state_dict())
+                row["selected"] = True
+            history.append(row)
+            if report:
+                report(epoch, row)
+            if log:
+                log({k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and k != "epoch"}, epoch)
+            if sched:
+                sched.step()
+            if stop:
+                break
+    finally:
+        objective.finish()
     model.load_state_dict(best_state)
     return model.eval(), history
+
+
+def _validate(model: nn.Module, val: tuple, val_attack, select: str, row: dict) -> tuple[float, dict]:
+    """Fill ``row`` with the validation numbers; returns (selection score, clean evaluation)."""
+    ev = evaluate(model, *val)
+    row.update({"val_loss": ev["loss"], "val_accuracy": ev["accuracy"], "val_auc": ev["auc"]})
+    score = ev["accuracy"]
+    if val_attack is not None:
+        clean_pred = torch.as_tensor((ev["p_covid"] > 0.5).astype("int64"))  # argmax of 2 classes
+        old = val_attack.model
+        val_attack.model = model
+        try:
+            row["val_robust_accuracy"] = attack_sweep(model, *val, "val", lambda e: val_attack, [val_attack.epsilon],
+                                                      clean_pred=clean_pred)[0]["robust_accuracy"]
+        finally:
+            val_attack.model = old
+        score = row["val_robust_accuracy"] if select == "robust" else (row["val_robust_accuracy"] + ev["accuracy"]) / 2
+    return score, ev
+
+
+def discriminative_param_groups(model: nn.Module, lr: float, decay: float = 1.0) -> list[dict]:
+    """Optimiser groups with learning rates that shrink towards the input (Howard & Ruder, 2018, ULMFiT).
+
+    The head (every trainable parameter outside ``model.features``) gets ``lr``; backbone stage k
+    counted from the top (k = 1 for the last stage) gets ``lr * decay**k``; backbone parameters
+    outside every stage (the stem) get ``lr * decay**(n_stages + 1)``. Frozen parameters are left out.
+
+    Args:
+        model: a :class:`robustct.models.Classifier` (``stages()`` and ``features``).
+        decay: in (0, 1]; 1 gives one learning rate.
+    """
+    stages = model.stages()
+    seen, groups = set(), []
+
+    def add(params, rate):
+        ps = [p for p in params if p.requires_grad and id(p) not in seen]
+        seen.update(id(p) for p in ps)
+        if ps:
+            groups.append({"params": ps, "lr": rate})
+
+    seen.update(id(p) for p in model.features.parameters())
+    add(model.parameters(), lr)  # head first: the history's "lr" column is the head's
+    seen.difference_update(id(p) for p in model.features.parameters())
+    for k, stage in enumerate(reversed(stages), start=1):
+        add(stage.parameters(), lr * decay ** k)
+    add(model.features.parameters(), lr * decay ** (len(stages) + 1))
+    return groups
 
 
 def choose_threshold(model, val, rule: str) -> float:
@@ -176,3 +387,30 @@ def choose_threshold(model, val, rule: str) -> float:
         ev = evaluate(model, *val)
         return best_threshold(val[1].numpy(), ev["p_covid"])
     return 0.5
+
+
+class SmoothedObjective(Objective):
+    """Clean cross-entropy with label smoothing (Szegedy et al., 2016); ``label_smoothing=0`` is :class:`Objective`."""
+
+    name = "clean_smoothed"
+
+    def __init__(self, label_smoothing: float = 0.0):
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
+
+    def loss(self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor):
+        logits = model(xb)
+        return F.cross_entropy(logits, yb, label_smoothing=self.label_smoothing), logits
+
+
+def backbone_head_param_groups(model: nn.Module, lr: float, lr_backbone: float | None) -> list[dict] | None:
+    """Two optimiser groups: trainable ``model.features`` parameters at ``lr_backbone``, the rest at ``lr``
+    (discriminative fine-tuning, Howard & Ruder, 2018). None when ``lr_backbone`` is None (one rate for all)."""
+    if lr_backbone is None:
+        return None
+    body = {id(p) for p in model.features.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) in body], "lr": float(lr_backbone)},
+              {"params": [p for p in trainable if id(p) not in body], "lr": float(lr)}]
+    return [g for g in groups if g["params"]]

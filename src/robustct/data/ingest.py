@@ -16,6 +16,14 @@ from pathlib import Path
 
 LABEL_DIRS = {"CT_COVID": "covid", "CT_NonCOVID": "non_covid"}
 METADATA_FILES = ("COVID-CT-MetaInfo.csv", "NonCOVID-CT-MetaInfo.csv")
+OFFICIAL_SPLIT_DIR = "official_split"
+"""Folder under the data root holding the dataset authors' train/val/test lists (part of the pinned data)."""
+OFFICIAL_LISTS = {
+    ("train", "covid"): "COVID/trainCT_COVID.txt", ("val", "covid"): "COVID/valCT_COVID.txt",
+    ("test", "covid"): "COVID/testCT_COVID.txt", ("train", "non_covid"): "NonCOVID/trainCT_NonCOVID.txt",
+    ("val", "non_covid"): "NonCOVID/valCT_NonCOVID.txt", ("test", "non_covid"): "NonCOVID/testCT_NonCOVID.txt",
+}
+"""(split, label) -> list file relative to :data:`OFFICIAL_SPLIT_DIR` (as in upstream ``Data-split/``)."""
 
 
 class ChecksumError(RuntimeError):
@@ -89,13 +97,17 @@ def _write_sums(root: Path, expected: dict[str, str]) -> None:
     (root / "SHA256SUMS").write_text("".join(f"{d}  {p}\n" for p, d in sorted(expected.items())))
 
 
-def fetch_from_folder(source: Path, dest: Path, expected: dict[str, str] | None = None) -> bool:
-    """Copy the dataset from a local folder into ``dest`` (verified, atomic, idempotent).
+def fetch_from_folder(source: Path, dest: Path, expected: dict[str, str] | None = None,
+                      split_source: Path | None = None) -> bool:
+    """Copy the dataset and its official split lists into ``dest`` (verified, atomic, idempotent).
 
     Args:
         source: folder with ``CT_COVID/``, ``CT_NonCOVID/`` and the metadata CSVs.
         dest: destination folder (for example ``data``).
-        expected: pinned checksums; defaults to :func:`pinned_checksums`.
+        expected: pinned checksums; defaults to :func:`pinned_checksums`. Entries under
+            ``official_split/`` are copied from ``split_source``, all others from ``source``.
+        split_source: folder with the authors' lists (``COVID/trainCT_COVID.txt`` ... as in
+            :data:`OFFICIAL_LISTS`); default: the sibling folder ``covid-ct-official-split`` of ``source``.
 
     Returns:
         True when files were copied, False when ``dest`` already held the verified data.
@@ -112,12 +124,16 @@ def fetch_from_folder(source: Path, dest: Path, expected: dict[str, str] | None 
             "or --url for the upstream archives"
         )
 
+    split_source = Path(split_source) if split_source else source.parent / "covid-ct-official-split"
+    prefix = OFFICIAL_SPLIT_DIR + "/"
+
     def copy(staging: Path) -> None:
         for rel in expected:
             target = staging / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            if (source / rel).is_file():
-                shutil.copyfile(source / rel, target)
+            origin = split_source / rel[len(prefix):] if rel.startswith(prefix) else source / rel
+            if origin.is_file():
+                shutil.copyfile(origin, target)
 
     return _install_verified(dest, expected, copy)
 
@@ -127,7 +143,9 @@ def fetch_from_urls(urls: dict[str, str], dest: Path, expected: dict[str, str] |
 
     Args:
         urls: ``{"CT_COVID.zip": url, "CT_NonCOVID.zip": url, "<metadata>.csv": url, ...}``;
-            ``.zip`` entries are unpacked (their ``CT_*`` folders kept), other files saved as named.
+            ``.zip`` entries are unpacked (their ``CT_*`` folders kept), other files saved as named;
+            ``official_split/...`` lists are normalised first (:func:`normalise_list`: upstream has
+            another line order and line ends than the pinned, sorted lists).
         dest: destination folder.
 
     Returns:
@@ -147,11 +165,23 @@ def fetch_from_urls(urls: dict[str, str], dest: Path, expected: dict[str, str] |
                 shutil.copyfileobj(resp, fh)
             if name.endswith(".zip"):
                 _extract_label_dirs(local, staging)
+            elif name.startswith(OFFICIAL_SPLIT_DIR + "/"):
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                (staging / name).write_text(normalise_list(local.read_text(encoding="utf-8")), encoding="utf-8")
             else:
                 shutil.move(str(local), staging / name)
         shutil.rmtree(staging / ".download", ignore_errors=True)
 
     return _install_verified(Path(dest), expected, download)
+
+
+def normalise_list(text: str) -> str:
+    """One bare file name per line, LF line ends, sorted by code point (the pinned lists' format).
+
+    Path prefixes (``.../name``), surrounding whitespace, CR characters and empty lines are dropped.
+    """
+    names = {line.strip().replace("\\", "/").rsplit("/", 1)[-1] for line in text.splitlines()}
+    return "".join(f"{n}\n" for n in sorted(n for n in names if n))
 
 
 def _install_verified(dest: Path, expected: dict[str, str], populate) -> bool:
@@ -206,6 +236,7 @@ def dataset_version(expected: dict[str, str] | None = None) -> str:
 
 
 __all__ = [
-    "ChecksumError", "LABEL_DIRS", "METADATA_FILES", "dataset_version", "fetch_from_folder",
-    "fetch_from_urls", "parse_sha256sums", "pinned_checksums", "sha256_file", "verify_checksums",
+    "ChecksumError", "LABEL_DIRS", "METADATA_FILES", "OFFICIAL_LISTS", "OFFICIAL_SPLIT_DIR", "dataset_version",
+    "fetch_from_folder", "fetch_from_urls", "normalise_list", "parse_sha256sums", "pinned_checksums", "sha256_file",
+    "verify_checksums",
 ]

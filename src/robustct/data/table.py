@@ -12,7 +12,7 @@ import pandas as pd
 from .images import (DEFAULT_MAX_PIXELS, MODE_BIT_DEPTH, ImageDecodeError, open_complete, quantise,
                      resize_square, to_grayscale_array)
 from ..progress import progress
-from .ingest import LABEL_DIRS, sha256_file
+from .ingest import LABEL_DIRS, OFFICIAL_SPLIT_DIR, sha256_file
 
 LABELS = ("non_covid", "covid")  #: class index 0 and 1
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -124,7 +124,8 @@ def build_table(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, image_size: in
     groups = read_metadata(root)
     rows = []
     seen = set()
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = sorted(p for p in root.iterdir()
+                     if p.is_dir() and not p.name.startswith(".") and p.name != OFFICIAL_SPLIT_DIR)  # lists, not images
     files = [path for folder in folders for path in sorted(p for p in folder.iterdir() if p.is_file())]
     for path in progress(files, "validate: reading images"):
         label = _label_of(path.parent.name)

@@ -19,6 +19,8 @@ from typing import Callable
 
 METHODS: dict[str, str] = {
     "pgd_at": "robustct.defences.adversarial:train_pgd_at",
+    "trades": "robustct.defences.adversarial:train_trades",
+    "fast_at": "robustct.defences.adversarial:train_fast_at",
     "denoiser": "robustct.defences.preprocessing:train_denoiser",  # DnCNN before the frozen baseline (defend.denoiser)
     "input_transform": "robustct.defences.preprocessing:train_input_transform",  # BPDA + EOT (defend.input_transform)
     "gaussian_smoothing": "robustct.defences.smoothing:train_gaussian",  # certified L2 radius (defend.smoothing)

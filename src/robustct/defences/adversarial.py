@@ -1,44 +1,383 @@
-"""Adversarial training defences.
+"""Adversarial training defences: PGD-AT, TRADES and Fast AT, with the options that keep them from collapsing.
 
-PGD adversarial training: Madry et al., "Towards Deep Learning Models Resistant to Adversarial
-Attacks", ICLR 2018.
+- PGD-AT: Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018.
+- TRADES: Zhang et al., "Theoretically Principled Trade-off between Robustness and Accuracy", ICML 2019:
+  loss = CE(f(x), y) + beta * KL(p(x) || p(x')), x' maximising the KL term in the epsilon-ball.
+- Fast AT: Wong, Rice & Kolter, "Fast is better than free: Revisiting adversarial training", ICLR 2020
+  (FGSM from a uniform random start, step 1.25 epsilon), with a PGD check each epoch against catastrophic
+  overfitting (Andriushchenko & Flammarion, NeurIPS 2020, describe the failure).
+- Separate clean/adversarial BatchNorm statistics: Xie et al., "Adversarial Examples Improve Image
+  Recognition" (AdvProp), CVPR 2020. At test time the clean statistics are used.
+- Weight EMA and selection of the best validation checkpoint (Rice, Wong & Kolter, "Overfitting in
+  adversarially robust deep learning", ICML 2020), with a veto on collapsed checkpoints.
+
+Every training attack draws its random starts from one advancing generator seeded by ``defend.seed``, so
+each batch gets a fresh start and a run is reproducible; evaluation attacks stay deterministic.
 """
 from __future__ import annotations
 
-from ..attacks import PGD
+import copy
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attacks import PGD, eval_mode, project_linf
 from ..models import build_model
 from ..epsilon import parse_epsilon
-from ..train import choose_threshold, fit, make_augment
+from ..train import (EpochProgress, MixedAdversarialObjective, Objective, WeightEMA, choose_threshold,
+                     discriminative_param_groups, fit, make_augment, seed_everything)
+
+BATCHNORM_MODES = ("train", "eval", "dual")
+INIT_MODES = ("baseline", "new")
 
 
-def adversaries(model, cfg: dict) -> tuple[PGD, PGD]:
-    """The training adversary (no early stop) and the validation attack used for selection."""
-    eps = parse_epsilon(cfg["epsilon"], "defend.epsilon")
-    step = parse_epsilon(cfg["step_size"], "defend.step_size") if cfg.get("step_size") is not None else None
-    train_adv = PGD(model, eps, steps=int(cfg["steps"]), step_size=step, early_stop=False, seed=int(cfg["seed"]))
-    val_adv = PGD(model, eps, steps=int(cfg.get("val_steps", cfg["steps"])), step_size=None, seed=int(cfg["seed"]) + 1)
-    return train_adv, val_adv
+@dataclass(frozen=True)
+class AdvTrainSettings:
+    """The ``defend`` params of the adversarial-training methods (meanings, ranges and defaults:
+    :class:`robustct.params.DefendParams`, the one place). Epsilons and step sizes are L-inf budgets in
+    [0, 1] pixel units.
+    """
+
+    method: str
+    epsilon: float
+    steps: int
+    step_size: float | None
+    epsilon_warmup: int
+    beta: float
+    adv_weight: float
+    val_steps: int
+    select_on: str
+    init: str
+    backbone: str | None
+    weights: str
+    resize_to: int | None
+    resize_mode: str
+    dropout: float
+    prefit_epochs: int
+    prefit_lr: float
+    trainable_stages: int | str
+    batchnorm: str
+    ema_decay: float
+    lr: float
+    lr_decay: float
+    weight_decay: float
+    schedule: str
+    epochs: int
+    batch_size: int
+    seed: int
+    threshold: str
+    augmentation: dict | None
+    co_check_images: int
+    co_check_drop: float
+
+    @classmethod
+    def from_cfg(cls, cfg: dict, method: str) -> "AdvTrainSettings":
+        """Read the ``defend`` section; keys it lacks take the schema's defaults (unknown keys are ignored
+        here; the params schema rejects them).
+
+        Raises:
+            ValueError: a choice outside its allowed values.
+        """
+        from ..params import DefendParams  # noqa: PLC0415
+
+        full = {**DefendParams().model_dump(), **cfg}
+        kw = {k: full[k] for k in cls.__dataclass_fields__ if k in full}
+        if "init" not in cfg and "warm_start" in cfg:
+            kw["init"] = "baseline" if cfg["warm_start"] else "new"
+        for k in ("epsilon", "step_size"):
+            if kw.get(k) is not None:
+                kw[k] = parse_epsilon(kw[k], f"defend.{k}")
+        for k in ("beta", "adv_weight", "dropout", "prefit_lr", "ema_decay", "lr", "lr_decay", "weight_decay",
+                  "co_check_drop"):
+            kw[k] = float(kw[k])  # YAML 1.1 readers give "1e-3" as a string
+        for k in ("steps", "epsilon_warmup", "val_steps", "prefit_epochs", "epochs", "batch_size", "seed",
+                  "co_check_images", "resize_to"):
+            if kw[k] is not None:
+                kw[k] = int(kw[k])
+        kw["method"] = method
+        s = cls(**kw)
+        if s.batchnorm not in BATCHNORM_MODES:
+            raise ValueError(f"defend.batchnorm {s.batchnorm!r}: valid {BATCHNORM_MODES}")
+        if s.init not in INIT_MODES:
+            raise ValueError(f"defend.init {s.init!r}: valid {INIT_MODES}")
+        return s
+
+    def attack_step(self) -> float:
+        if self.step_size is not None:
+            return float(self.step_size)
+        return 1.25 * self.epsilon if self.method == "fast_at" else 2.5 * self.epsilon / self.attack_steps()
+
+    def attack_steps(self) -> int:
+        return 1 if self.method == "fast_at" else int(self.steps)
+
+
+# -- BatchNorm: separate clean / adversarial statistics (AdvProp) ---------------------------------------------
+
+class DualBatchNorm(nn.Module):
+    """Two copies of one BatchNorm layer: ``clean`` (used at test time) and ``adv`` (adversarial batches).
+
+    ``route`` ("clean" or "adv") picks the copy; :func:`bn_route` sets it for a whole model.
+    """
+
+    def __init__(self, bn: nn.Module):
+        super().__init__()
+        self.clean, self.adv, self.route = bn, copy.deepcopy(bn), "clean"
+
+    def forward(self, x):
+        return (self.adv if self.route == "adv" else self.clean)(x)
+
+
+def split_batchnorm(model: nn.Module) -> int:
+    """Replace every BatchNorm module of ``model`` (in place) by a :class:`DualBatchNorm`; returns how many."""
+    count = 0
+    for name, child in list(model.named_children()):
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(model, name, DualBatchNorm(child))
+            count += 1
+        elif not isinstance(child, DualBatchNorm):
+            count += split_batchnorm(child)
+    return count
+
+
+def merge_batchnorm(model: nn.Module) -> nn.Module:
+    """Undo :func:`split_batchnorm` keeping the clean copies (the deployed model has plain BatchNorm)."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, DualBatchNorm):
+            setattr(model, name, child.clean)
+        else:
+            merge_batchnorm(child)
+    return model
+
+
+@contextmanager
+def bn_route(model: nn.Module, route: str):
+    """Route every :class:`DualBatchNorm` of ``model`` to ``route`` inside the block (then back to clean)."""
+    duals = [m for m in model.modules() if isinstance(m, DualBatchNorm)]
+    for m in duals:
+        m.route = route
+    try:
+        yield
+    finally:
+        for m in duals:
+            m.route = "clean"
+
+
+# -- objectives ----------------------------------------------------------------------------------------------
+
+class PGDATObjective(MixedAdversarialObjective):
+    """PGD-AT / Fast AT loss with the adversarial batch through the ``adv`` BatchNorm copy (when split)."""
+
+    def __init__(self, adversary, adv_weight=1.0, epsilon_warmup=0, name="pgd_at"):
+        super().__init__(adversary, adv_weight, epsilon_warmup)
+        self.name = name
+
+    def loss(self, model, xb, yb):
+        with bn_route(model, "adv"):
+            logits = model(self.adversary.perturb(xb, yb))
+        loss = self.adv_weight * F.cross_entropy(logits, yb)
+        if self.adv_weight < 1.0:
+            loss = loss + (1.0 - self.adv_weight) * F.cross_entropy(model(xb), yb)
+        return loss, logits
+
+
+def trades_loss(logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
+    """TRADES objective ``CE(logits_clean, y) + beta * mean_i KL(p_clean_i || p_adv_i)`` (Zhang et al., 2019).
+
+    Args:
+        logits_clean, logits_adv: (N, K) float; y: (N,) int64; beta >= 0.
+
+    Returns:
+        scalar tensor (differentiable through both logits, as in the reference implementation).
+    """
+    kl = F.kl_div(F.log_softmax(logits_adv, 1), F.softmax(logits_clean, 1), reduction="batchmean")
+    return F.cross_entropy(logits_clean, y) + beta * kl
+
+
+class TradesAdversary:
+    """TRADES inner maximisation: x' = x + 0.001 N(0, 1) (from ``generator``), then ``steps`` signed-gradient
+    steps on KL(p(x) || p(x')), each projected onto the L-inf ball of radius ``epsilon`` and [0, 1].
+
+    Runs with the model in eval mode (as Zhang et al.'s code). Training only: ``generator`` advances.
+    """
+
+    def __init__(self, model, epsilon: float, steps: int, step_size: float, generator: torch.Generator):
+        self.model, self.epsilon, self.steps, self.step_size = model, float(epsilon), int(steps), float(step_size)
+        self.generator = generator
+
+    def perturb(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        x = x.detach()
+        noise = torch.randn(x.shape, generator=self.generator, dtype=x.dtype).to(x.device)
+        if self.epsilon <= 0:
+            return x.clone()
+        with eval_mode(self.model):
+            with torch.no_grad():
+                p_clean = F.softmax(self.model(x), 1)
+            x_adv = project_linf(x + 0.001 * noise, x, self.epsilon)
+            for _ in range(self.steps):
+                x_adv.requires_grad_(True)
+                kl = F.kl_div(F.log_softmax(self.model(x_adv), 1), p_clean, reduction="sum")
+                (grad,) = torch.autograd.grad(kl, x_adv)
+                x_adv = project_linf(x_adv.detach() + self.step_size * grad.sign(), x, self.epsilon)
+        return x_adv.detach()
+
+
+class TRADESObjective(Objective):
+    """TRADES loss; epsilon, step size and beta ramp linearly over ``warmup`` epochs."""
+
+    name = "trades"
+
+    def __init__(self, adversary: TradesAdversary, beta: float, warmup: int = 0):
+        self.adversary, self.beta_target, self.warmup = adversary, float(beta), int(warmup)
+        self.target = (adversary.epsilon, adversary.step_size)
+        self.beta = self.beta_target
+
+    def begin_epoch(self, epoch):
+        r = min(1.0, epoch / self.warmup) if self.warmup else 1.0
+        self.adversary.epsilon, self.adversary.step_size = self.target[0] * r, self.target[1] * r
+        self.beta = self.beta_target * r
+        return {"train_epsilon": self.adversary.epsilon, "train_beta": self.beta}
+
+    def loss(self, model, xb, yb):
+        with bn_route(model, "adv"):
+            x_adv = self.adversary.perturb(xb)
+            logits_adv = model(x_adv)
+        logits = model(xb)
+        return trades_loss(logits, logits_adv, yb, self.beta), logits
+
+    def finish(self):
+        self.adversary.epsilon, self.adversary.step_size = self.target
+        self.beta = self.beta_target
+
+
+def to_unit_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images (0..255) -> float in [0, 1]; float input is returned as float32."""
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+
+# -- catastrophic overfitting (Fast AT) --------------------------------------------------------------------
+
+class CatastrophicOverfittingDetector:
+    """Fires when the PGD robust accuracy of a check set falls more than ``drop`` below its best so far.
+
+    Catastrophic overfitting of FGSM training: within an epoch, PGD accuracy collapses to about 0 while
+    FGSM accuracy stays high (Wong et al., 2020 stop when PGD accuracy drops by 0.2; Andriushchenko &
+    Flammarion, 2020).
+    """
+
+    def __init__(self, drop: float = 0.2):
+        self.drop, self.best = float(drop), -math.inf
+
+    def update(self, pgd_accuracy: float) -> bool:
+        fired = pgd_accuracy < self.best - self.drop
+        self.best = max(self.best, pgd_accuracy)
+        return fired
+
+
+class PGDCheck:
+    """``epoch_end`` hook for :func:`robustct.train.fit`: PGD-10 accuracy at the target epsilon on a fixed
+    subset of training images; stops training (the epoch is not selected) when the detector fires."""
+
+    def __init__(self, x, y, epsilon: float, drop: float, images: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(x), generator=g)[:images]
+        self.x, self.y, self.epsilon = x[idx], y[idx], float(epsilon)
+        self.detector, self.seed = CatastrophicOverfittingDetector(drop), seed
+
+    def __call__(self, model, epoch: int, row: dict) -> bool:
+        dev = next(model.parameters()).device
+        xb, yb = to_unit_float(self.x).to(dev), self.y.to(dev)
+        x_adv = PGD(model, self.epsilon, steps=10, seed=self.seed).perturb(xb, yb)
+        with eval_mode(model), torch.no_grad():
+            acc = float((model(x_adv).argmax(1) == yb).float().mean())
+        row["co_check_pgd_accuracy"] = acc
+        row["catastrophic_overfitting"] = self.detector.update(acc)
+        return row["catastrophic_overfitting"]
+
+
+# -- methods -----------------------------------------------------------------------------------------------
+
+def initial_model(base_model, s: AdvTrainSettings):
+    """The baseline (``init: baseline``) or a new model on the same input size (``init: new``; ImageNet or no weights)."""
+    if s.init == "baseline":
+        model = copy.deepcopy(base_model)
+    else:
+        c = base_model.config
+        seed_everything(s.seed)
+        model = build_model(s.backbone or c["backbone"], s.weights, c["image_size"], s.dropout,
+                            freeze_backbone=False, resize_to=s.resize_to, resize_mode=s.resize_mode)
+        model.to(next(base_model.parameters()).device)
+    model.set_threshold(0.5)  # re-chosen on validation after training
+    return model
+
+
+def clean_prefit(model, train, val, s: AdvTrainSettings, log=None):
+    """Clean full fine-tune (every parameter, BatchNorm in training mode) selected on validation accuracy."""
+    model.set_trainable_stages("all")
+    model, history = fit(model, train, val, epochs=s.prefit_epochs, lr=s.prefit_lr, batch_size=s.batch_size,
+                         seed=s.seed, augment=make_augment(s.augmentation), weight_decay=s.weight_decay,
+                         schedule=s.schedule, log=log, progress=EpochProgress(s.prefit_epochs, "defend prefit"))
+    return model, [{**h, "phase": "prefit"} for h in history]
+
+
+def make_objective(model, s: AdvTrainSettings, generator: torch.Generator) -> Objective:
+    """The training objective of ``s.method`` with its adversary drawing from ``generator``."""
+    if s.method == "trades":
+        adv = TradesAdversary(model, s.epsilon, s.attack_steps(), s.attack_step(), generator)
+        return TRADESObjective(adv, s.beta, s.epsilon_warmup)
+    adv = PGD(model, s.epsilon, steps=s.attack_steps(), step_size=s.attack_step(), early_stop=False,
+              generator=generator)
+    return PGDATObjective(adv, s.adv_weight, s.epsilon_warmup, name=s.method)
+
+
+def train_adversarial(base_model, train, val, cfg: dict, log=None, method: str = "pgd_at"):
+    """Adversarial training of ``method`` (pgd_at | trades | fast_at); see :class:`AdvTrainSettings`.
+
+    Returns:
+        (model with the clean BatchNorm statistics and a validation-chosen threshold, per-epoch history;
+        prefit rows have ``phase == "prefit"``, adversarial rows ``phase == method``).
+    """
+    s = AdvTrainSettings.from_cfg(cfg, method)
+    model = initial_model(base_model, s)
+    history = []
+    if s.prefit_epochs > 0:
+        model, history = clean_prefit(model, train, val, s, log)
+    model.set_trainable_stages(s.trainable_stages if s.trainable_stages == "all" else int(s.trainable_stages))
+    if s.batchnorm == "dual":
+        split_batchnorm(model)
+    generator = torch.Generator().manual_seed(s.seed + 1000)  # training attacks: fresh starts, reproducible
+    objective = make_objective(model, s, generator)
+    val_attack = PGD(model, s.epsilon, steps=s.val_steps, seed=s.seed + 1)
+    ema = WeightEMA(model, s.ema_decay) if s.ema_decay > 0 else None
+    check = PGDCheck(*train, s.epsilon, s.co_check_drop, s.co_check_images, s.seed + 2) \
+        if s.method == "fast_at" else None
+    offset = len(history)
+    log_adv = (lambda m, step: log(m, step + offset)) if log else None
+    trained, adv_history = fit(model, train, val, epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, seed=s.seed,
+                               augment=make_augment(s.augmentation), weight_decay=s.weight_decay,
+                               val_attack=val_attack, schedule=s.schedule, bn_eval=s.batchnorm == "eval",
+                               select=s.select_on, log=log_adv, objective=objective, ema=ema,
+                               param_groups=discriminative_param_groups(model, s.lr, s.lr_decay),
+                               veto=True, epoch_end=check, progress=EpochProgress(s.epochs, f"defend {method}"))
+    merge_batchnorm(trained)
+    history += [{**h, "epoch": h["epoch"] + offset, "phase": method} for h in adv_history]
+    trained.set_threshold(choose_threshold(trained, val, s.threshold))
+    return trained, history
 
 
 def train_pgd_at(base_model, train, val, cfg: dict, log=None):
-    """PGD adversarial training from the baseline (or a fresh backbone); threshold chosen on validation."""
-    model = base_model
-    if not cfg.get("warm_start", True):
-        c = model.config
-        model = build_model(c["backbone"], cfg.get("weights", "imagenet"), c["image_size"], c["dropout"])
-        model.to(next(base_model.parameters()).device)
-    model.set_threshold(0.5)  # re-chosen on validation after training
-    trainable = cfg["trainable_stages"]
-    model.set_trainable_stages(trainable if trainable == "all" else int(trainable))
-    train_adv, val_adv = adversaries(model, cfg)
-    trained, history = fit(model, train, val, epochs=int(cfg["epochs"]), lr=float(cfg["lr"]),
-                           batch_size=int(cfg["batch_size"]), seed=int(cfg["seed"]),
-                           augment=make_augment(cfg.get("augmentation")), adversary=train_adv,
-                           val_attack=val_adv, schedule=cfg.get("schedule", "cosine"),
-                           bn_eval=cfg.get("batchnorm", "eval") == "eval",
-                           weight_decay=float(cfg.get("weight_decay", 0.0)),
-                           adv_weight=float(cfg.get("adv_weight", 1.0)),
-                           epsilon_warmup=int(cfg.get("epsilon_warmup", 0)),
-                           select=cfg.get("select_on", "robust"), log=log)
-    trained.set_threshold(choose_threshold(trained, val, cfg.get("threshold", "0.5")))
-    return trained, history
+    """PGD adversarial training (Madry et al., 2018); ``cfg`` as in :class:`AdvTrainSettings`."""
+    return train_adversarial(base_model, train, val, cfg, log, "pgd_at")
+
+
+def train_trades(base_model, train, val, cfg: dict, log=None):
+    """TRADES (Zhang et al., 2019); ``cfg`` as in :class:`AdvTrainSettings`."""
+    return train_adversarial(base_model, train, val, cfg, log, "trades")
+
+
+def train_fast_at(base_model, train, val, cfg: dict, log=None):
+    """Fast AT: FGSM from a random start with a per-epoch PGD check (Wong et al., 2020)."""
+    return train_adversarial(base_model, train, val, cfg, log, "fast_at")

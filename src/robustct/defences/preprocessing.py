@@ -377,7 +377,8 @@ def rebuild_composite(ckpt: dict) -> nn.Module:
     cfg = dict(ckpt["config"])
     d = dict(cfg.pop("defence"))
     kind = d.pop("method")
-    classifier = build_model(cfg["backbone"], "none", cfg["image_size"], cfg["dropout"], freeze_backbone=True)
+    classifier = build_model(cfg["backbone"], "none", cfg["image_size"], cfg["dropout"], freeze_backbone=True,
+                             resize_to=cfg.get("resize_to"), resize_mode=cfg.get("resize_mode", "area"))
     classifier.config = dict(cfg)
     if kind == "denoiser":
         c = DenoiserParams(**d)

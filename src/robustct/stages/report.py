@@ -42,6 +42,11 @@ def run(params: dict, out_dir: Path = Path("docs/results"), root: Path = OUT, tr
     split = read_json(root / "split" / "summary.json", "split")
     context = {"git_commit": tracking.git_commit(), "data_version": tracking.data_version(), "split": split,
                "figures": {"worst_case": "worst_case.png"}}
+    readings = [(c.name, c.sweep.get("paper_readings")) for c in cands if c.sweep.get("paper_readings")]
+    if readings:
+        context["paper_readings"] = "\n".join(
+            f"Both readings of the paper's epsilons, candidate `{n}` (non-COVID test images):\n\n{r['markdown']}"
+            for n, r in readings)
     (tmp / "README.md").write_text(results_page(cands, verdict, context, params["attack"]["standard_epsilons"]))
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.replace(out_dir)

@@ -4,11 +4,17 @@ from __future__ import annotations
 from pathlib import Path
 
 
+import pandas as pd
+import torch
+
 from .. import plots
+from ..crossval import cross_validate
 from ..metrics import point_metrics
+from ..robustness import predict
 from ..models import build_model, save_checkpoint
-from ..train import choose_threshold, evaluate, fit, make_augment, seed_everything
-from ..io import OUT, device, load_split_tensors, write_csv, write_json
+from ..train import (SmoothedObjective, backbone_head_param_groups, choose_threshold, evaluate, fit, make_augment,
+                     seed_everything)
+from ..io import OUT, device, load_split_tensors, read_split, write_csv, write_json
 
 def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir: Path = OUT / "train",
         track: bool = True) -> dict:
@@ -18,23 +24,43 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
     size = int(cfg["image_size"])
     train = load_split_tensors(data_root, split_dir, "train", size)
     val = load_split_tensors(data_root, split_dir, "val", size)
-    seed_everything(int(cfg["seed"]))  # the new head's initialisation depends on it
-    model = build_model(cfg["backbone"], str(cfg["weights"]), size, float(cfg["dropout"]),
-                        bool(cfg["freeze_backbone"])).to(dev)
 
-    def body(log):
+    def recipe(train, val, log):
+        seed_everything(int(cfg["seed"]))  # the new head's initialisation depends on it
+        model = build_model(cfg["backbone"], str(cfg["weights"]), size, float(cfg["dropout"]),
+                            bool(cfg["freeze_backbone"])).to(dev)
         trained, history = fit(model, train, val, epochs=int(cfg["epochs"]), lr=float(cfg["lr"]),
                                batch_size=int(cfg["batch_size"]), seed=int(cfg["seed"]),
                                augment=make_augment(cfg.get("augmentation")),
                                weight_decay=float(cfg.get("weight_decay", 0.0)),
-                               schedule=cfg.get("schedule", "constant"), log=log)
+                               schedule=cfg.get("schedule", "constant"), log=log,
+                               objective=SmoothedObjective(float(cfg["label_smoothing"]))
+                               if cfg.get("label_smoothing") else None,
+                               param_groups=backbone_head_param_groups(model, float(cfg["lr"]), cfg.get("lr_backbone")))
         trained.set_threshold(choose_threshold(trained, val, cfg.get("threshold", "0.5")))
+        return trained, history
+
+    def cv(tracker):  # train.cv_folds > 0: the same recipe on patient-grouped folds of train + val
+        k = int(cfg.get("cv_folds", 0))
+        if not k:
+            write_json(out_dir / "cv.json", {"k": 0, "skipped": "train.cv_folds is 0"})
+        else:
+            groups = pd.concat([read_split(split_dir, "train").group, read_split(split_dir, "val").group])
+            res = cross_validate(torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]), groups.to_numpy(),
+                                 k, int(cfg["seed"]), lambda tr, sel, hx: predict(recipe(tr, sel, None)[0], hx)[:, 1]
+                                 .numpy(), tracker=tracker)
+            write_json(out_dir / "cv.json", res.to_dict())
+
+    def body(log):
+        trained, history = recipe(train, val, log)
         ev = evaluate(trained, *val)
         val_metrics = point_metrics(val[1].numpy(), ev["p_covid"], 0.5)
         return trained, history, {f"val_{k}": v for k, v in val_metrics.items()}
 
+    out_dir.mkdir(parents=True, exist_ok=True)
     if not track:
         trained, history, metrics = body(None)
+        cv(None)
         run_info = {}
     else:
         from .. import tracking  # noqa: PLC0415
@@ -51,6 +77,8 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
             mlflow.log_artifact(str(out_dir / "training_curves.png"))
             uri = tracking.log_model(mlflow, trained, val[0])
             run_info = {"run_id": r.info.run_id, "model_uri": uri}
+            cv(mlflow)
+            mlflow.log_artifact(str(out_dir / "cv.json"))
             trained.to(dev)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(trained, out_dir / "model.pt", extra={"history": history})

@@ -1,0 +1,122 @@
+"""Patient-grouped, label-stratified k-fold cross-validation of a training recipe.
+
+For comparing training recipes without touching the test split: the train and validation
+splits are pooled, cut into ``k`` folds with no patient group in two folds (scikit-learn's
+``StratifiedGroupKFold``), and for each fold the recipe is trained on the other folds and
+scored on it. Inside the training folds, one more patient-grouped fold is held back for the
+recipe's own checkpoint and threshold selection, so the scored fold is never used to select.
+
+The tracker (``mlflow``) is passed in: each fold becomes a nested (child) run of the active run.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from sklearn.model_selection import StratifiedGroupKFold
+
+from .metrics import point_metrics
+
+#: ``train_fold(train, select, held_out_x) -> P(COVID) per held-out image`` (float array in [0, 1]);
+#: ``train`` and ``select`` are ``(x, y)`` tensor pairs as the train stage uses them.
+TrainFold = Callable[[tuple, tuple, torch.Tensor], np.ndarray]
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """One fold: sizes and held-out metrics (decision at P(COVID) >= 0.5, the model's folded threshold)."""
+
+    fold: int
+    n_train: int
+    n_select: int
+    n_held_out: int
+    held_out_groups: int
+    accuracy: float
+    auc: float
+
+
+@dataclass(frozen=True)
+class CVResult:
+    """Fold results with mean and sample standard deviation (ddof=1) of accuracy and AUC."""
+
+    k: int
+    seed: int
+    folds: list[FoldResult] = field(default_factory=list)
+
+    def summary(self, metric: str) -> dict:
+        v = np.array([getattr(f, metric) for f in self.folds], dtype=float)
+        return {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v, ddof=1)) if len(v) > 1 else float("nan"),
+                "min": float(np.nanmin(v)), "max": float(np.nanmax(v))}
+
+    def to_dict(self) -> dict:
+        return {"k": self.k, "seed": self.seed, "method": "patient-grouped stratified k-fold (StratifiedGroupKFold)",
+                "accuracy": self.summary("accuracy"), "auc": self.summary("auc"),
+                "folds": [asdict(f) for f in self.folds]}
+
+
+def patient_folds(labels, groups, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``k`` (train indices, held-out indices) pairs; no group in both, labels stratified.
+
+    Args:
+        labels: int array (N,); groups: array (N,) of patient group keys.
+        k: folds (>= 2); seed: shuffling seed.
+
+    Raises:
+        ValueError: ``k < 2`` or fewer groups of a label than ``k`` (names the counts).
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    if k < 2:
+        raise ValueError(f"cross-validation needs k >= 2 folds, got {k}")
+    for lab in np.unique(labels):
+        n = len(np.unique(groups[labels == lab]))
+        if n < k:
+            raise ValueError(f"label {lab} has {n} patient groups, fewer than the {k} folds")
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(np.sort(a), np.sort(b)) for a, b in cv.split(np.zeros(len(labels)), labels, groups)]
+
+
+def cross_validate(x: torch.Tensor, y: torch.Tensor, groups, k: int, seed: int, train_fold: TrainFold,
+                   tracker=None, progress: Callable[[str], None] | None = print) -> CVResult:
+    """Run the recipe ``train_fold`` on each of ``k`` patient-grouped folds.
+
+    Args:
+        x: (N, 1, H, W) images (uint8 or float in [0, 1]); y: int64 (N,) labels, 1 = COVID.
+        groups: (N,) patient group keys.
+        train_fold: trains on ``train``, selects on ``select`` (a patient-grouped part of the training
+            folds), returns P(COVID) for ``held_out_x``.
+        tracker: ``mlflow`` (module or client with ``start_run(run_name=, nested=True)`` and
+            ``log_metrics``) or None; each fold is a child run of the active run.
+        progress: one line per fold (None: silent).
+
+    Returns:
+        :class:`CVResult`.
+    """
+    y_np, groups = y.cpu().numpy(), np.asarray(groups)
+    folds = []
+    for i, (tr, ho) in enumerate(patient_folds(y_np, groups, k, seed)):
+        fit_rel, sel_rel = patient_folds(y_np[tr], groups[tr], k, seed + 1 + i)[0]
+        fit_idx, sel_idx = tr[fit_rel], tr[sel_rel]
+
+        def one_fold():
+            p = np.asarray(train_fold((x[fit_idx], y[fit_idx]), (x[sel_idx], y[sel_idx]), x[ho]), dtype=float)
+            m = point_metrics(y_np[ho], p, 0.5)
+            return FoldResult(i, len(fit_idx), len(sel_idx), len(ho), int(len(np.unique(groups[ho]))),
+                              m["accuracy"], m["auc"])
+
+        if tracker is None:
+            res = one_fold()
+        else:
+            with tracker.start_run(run_name=f"cv-fold-{i}", nested=True):
+                tracker.log_params({"cv_fold": i, "cv_k": k, "cv_seed": seed})
+                res = one_fold()
+                tracker.log_metrics({"cv_accuracy": res.accuracy, "cv_auc": res.auc})
+        folds.append(res)
+        if progress:
+            progress(f"cv fold {i + 1}/{k}: held-out accuracy {res.accuracy:.3f} auc {res.auc:.3f} "
+                     f"({res.n_held_out} images, {res.held_out_groups} patients)")
+    return CVResult(k, seed, folds)
+
+
+__all__ = ["CVResult", "FoldResult", "TrainFold", "cross_validate", "patient_folds"]

@@ -1,0 +1,101 @@
+"""Patient-grouped k-fold cross-validation: fold invariants, selection kept apart, child runs, summary."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import torch
+
+from robustct.crossval import cross_validate, patient_folds
+
+
+def data(n_groups=30, per=3):
+    groups = np.repeat([f"p{g}" for g in range(n_groups)], per)
+    y = torch.as_tensor(np.repeat(np.arange(n_groups) % 2, per), dtype=torch.long)
+    x = y.view(-1, 1, 1, 1).float().expand(-1, 1, 2, 2).clone()  # the image encodes the label
+    return x, y, groups
+
+
+def test_folds_partition_images_and_never_split_a_patient():
+    _, y, groups = data()
+    folds = patient_folds(y.numpy(), groups, 5, seed=0)
+    held = np.concatenate([ho for _, ho in folds])
+    assert sorted(held) == list(range(len(y)))  # every image held out exactly once
+    for tr, ho in folds:
+        assert not set(groups[tr]) & set(groups[ho])
+        assert 0.3 < y.numpy()[ho].mean() < 0.7  # stratified
+    with pytest.raises(ValueError, match="fewer than the 40 folds"):
+        patient_folds(y.numpy(), groups, 40, 0)
+
+
+class FakeTracker:
+    def __init__(self):
+        self.runs, self.metrics = [], []
+
+    @contextmanager
+    def start_run(self, run_name, nested):
+        self.runs.append((run_name, nested))
+        yield
+
+    def log_params(self, p):
+        pass
+
+    def log_metrics(self, m):
+        self.metrics.append(m)
+
+
+def test_perfect_and_chance_recipes_give_known_means_and_selection_is_separate():
+    x, y, groups = data()
+    seen = []
+
+    def oracle(train, select, held_x):
+        seen.append((len(train[0]), len(select[0]), len(held_x)))
+        return held_x.flatten(1)[:, 0].numpy()  # P(COVID) = pixel = label
+
+    tracker = FakeTracker()
+    res = cross_validate(x, y, groups, 3, 0, oracle, tracker=tracker, progress=None)
+    d = res.to_dict()
+    assert d["accuracy"] == {"mean": 1.0, "std": 0.0, "min": 1.0, "max": 1.0} and d["auc"]["mean"] == 1.0
+    assert tracker.runs == [("cv-fold-0", True), ("cv-fold-1", True), ("cv-fold-2", True)]
+    assert [m["cv_accuracy"] for m in tracker.metrics] == [1.0, 1.0, 1.0]
+    assert all(a + b + c == len(y) and b > 0 for a, b, c in seen)  # fit + select + held out = all
+
+    res = cross_validate(x, y, groups, 3, 0, lambda tr, sel, hx: np.ones(len(hx)), progress=None)
+    acc = [f.accuracy for f in res.folds]  # always COVID: accuracy = COVID share of the fold
+    assert res.to_dict()["accuracy"]["mean"] == pytest.approx(np.mean(acc))
+    assert res.to_dict()["accuracy"]["std"] == pytest.approx(np.std(acc, ddof=1))
+    assert all(f.auc == 0.5 for f in res.folds)
+
+
+
+def test_train_stage_writes_cv_json_with_one_result_per_fold(tmp_path):
+    import json
+
+    import pandas as pd
+    import yaml
+
+    from conftest import REPO, write_dataset
+    from robustct.stages import train as train_stage
+
+    root = tmp_path / "data"
+    write_dataset(root, n_covid=12, n_non=12, size=40)
+    cov = pd.read_csv(root / "COVID-CT-MetaInfo.csv")
+    non = pd.read_csv(root / "NonCOVID-CT-MetaInfo.csv")
+    rows = [dict(path=f"CT_COVID/{f}", label="covid", label_index=1, group=f"covid/{p}")
+            for f, p in zip(cov["File name"], cov["Patient ID"])]
+    rows += [dict(path=f"CT_NonCOVID/{f}", label="non_covid", label_index=0, group=f"non_covid/{p}")
+             for f, p in zip(non["image name"], non["patient id"])]
+    table = pd.DataFrame(rows)
+    split_dir = tmp_path / "split"
+    split_dir.mkdir()
+    table[table.group.str[-1].isin(list("0123"))].to_csv(split_dir / "train.csv", index=False)
+    table[table.group.str[-1].isin(list("45"))].to_csv(split_dir / "val.csv", index=False)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"].update(backbone="resnet18", weights="none", image_size=32, epochs=1, batch_size=8, cv_folds=2)
+    train_stage.run(params, root, split_dir, tmp_path / "train", track=False)
+    cv = json.loads((tmp_path / "train" / "cv.json").read_text())
+    assert cv["k"] == 2 and len(cv["folds"]) == 2
+    assert sum(f["n_held_out"] for f in cv["folds"]) == 24  # every train+val image held out once
+    assert all(0 <= f["accuracy"] <= 1 for f in cv["folds"])
+    assert cv["accuracy"]["mean"] == sum(f["accuracy"] for f in cv["folds"]) / 2
