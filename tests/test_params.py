@@ -32,7 +32,7 @@ def test_format_epsilon():
 def test_repository_params_are_valid():
     params = load_params(REPO / "params.yaml")
     assert params["split"]["ratios"] == {"train": 0.8, "val": 0.1, "test": 0.1}
-    assert params["train"]["lr"] == 1e-3 and params["train"]["dropout"] == 0.5
+    assert params["train"]["lr"] == 1e-3 and params["train"]["lr_backbone"] == 3e-4
     assert params["gate"]["epsilon"] == pytest.approx(1 / 255)  # "1/255" parsed
 
 
