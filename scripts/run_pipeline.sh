@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 export PATH="$PWD/.venv/bin:$PATH"
+export PYTHONUNBUFFERED=1     # progress lines of the stages appear as they happen, not when a pipe buffer fills
 robustct fetch-data "$@"      # copies ../shared/datasets/covid-ct (or --url for upstream), checks SHA256SUMS
 dvc commit -f -q data.dvc     # cache data/ (so `dvc push` to a remote works); next line: still the pinned version?
 git diff --quiet -- data.dvc || { echo "error: data/ differs from the version pinned in data.dvc" >&2; exit 1; }

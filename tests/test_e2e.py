@@ -45,7 +45,7 @@ def small_params() -> dict:
 
     p = read_yaml(REPO / "params.yaml")
     p["validate"]["expected_counts"] = {"covid": N_PER_CLASS, "non_covid": N_PER_CLASS}
-    p["split"]["ratios"] = {"train": 0.6, "val": 0.2, "test": 0.2}
+    p["split"].update(scheme="patient", ratios={"train": 0.6, "val": 0.2, "test": 0.2})  # official lists: all 746
     p["train"].update(image_size=64, epochs=1, batch_size=16)
     p["evaluate"]["bootstrap"] = 50
     p["attack"].update(fgsm_paper_epsilons=[0, 0.1, 0.5, 1.0], standard_epsilons=["1/255", "8/255"],
