@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # under `dvc repro` stdout is a pipe: show progress lines as they happen
+        sys.stdout.reconfigure(line_buffering=True)
     from .params import ParamsError, load_params  # noqa: PLC0415
 
     try:
