@@ -15,13 +15,13 @@ This module imports neither torch nor the attack implementations.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .epsilon import Epsilon
+from .registry import import_entry
 
 Kind = Literal["linf", "black_box_linf", "minimal", "minimal_linf_grid"]
 
@@ -95,8 +95,7 @@ class AttackSpec:
 
     def load(self):
         """The implementing class (imports :mod:`robustct.attacks`, hence torch)."""
-        module, _, cls = self.factory.partition(":")
-        return getattr(importlib.import_module(module), cls)
+        return import_entry(self.factory)
 
 
 ATTACK_SPECS: dict[str, AttackSpec] = {s.name: s for s in (

@@ -6,8 +6,9 @@ normalisation mean, std)`` for :func:`robustct.models.build_model`.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Callable
+
+from .registry import load_entry
 
 BACKBONES: dict[str, str] = {
     "efficientnet_lite0": "robustct.models:efficientnet_lite0_features",
@@ -27,7 +28,4 @@ def backbone_builder(name: str) -> Callable:
     Raises:
         ValueError: unknown name (lists the valid ones).
     """
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
-    module, _, fn = BACKBONES[name].partition(":")
-    return getattr(importlib.import_module(module), fn)
+    return load_entry(BACKBONES, name, "backbone")

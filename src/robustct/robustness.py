@@ -537,14 +537,6 @@ def _worst_case_of(model, x, y, cfg: dict, full_runs: dict, progress) -> list[di
     return points
 
 
-def lookup(points: list[dict], epsilon: float, key: str = "robust_accuracy") -> float:
-    """Value of ``key`` at the sweep point whose epsilon matches (to 1e-6)."""
-    for p in points:
-        if abs(p["epsilon"] - epsilon) < 1e-6:
-            return p[key]
-    raise KeyError(f"epsilon {epsilon} not in the sweep ({[p['epsilon'] for p in points]})")
-
-
-__all__ = ["FGSM", "PGD", "SCENARIOS", "attack_sweep", "curve_from_minimal", "fgsm_sweep", "lookup",
+__all__ = ["FGSM", "PGD", "SCENARIOS", "attack_sweep", "curve_from_minimal", "fgsm_sweep",
            "make_attack", "minimal_attack_points", "paper_table", "point_summary", "predict", "run_attack",
-           "standard_suite", "targeted_points"]
+           "standard_suite", "targeted_points", "threat_model_violation", "worst_case"]

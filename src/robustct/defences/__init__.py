@@ -14,8 +14,9 @@ It returns a model with the same input/output contract and a ``config`` dict tha
 """
 from __future__ import annotations
 
-import importlib
 from typing import Callable
+
+from ..registry import load_entry
 
 METHODS: dict[str, str] = {
     "pgd_at": "robustct.defences.adversarial:train_pgd_at",
@@ -34,7 +35,4 @@ def get_method(name: str) -> Callable:
     Raises:
         ValueError: unknown name (lists the valid ones).
     """
-    if name not in METHODS:
-        raise ValueError(f"unknown defence method {name!r}; valid: {', '.join(METHODS)}")
-    module, _, fn = METHODS[name].partition(":")
-    return getattr(importlib.import_module(module), fn)
+    return load_entry(METHODS, name, "defence method")
