@@ -9,8 +9,8 @@ from torch import nn
 
 from robustct.attacks import PGD
 from robustct.defences import get_method
-from robustct.defences.adversarial import (CatastrophicOverfittingDetector, TradesAdversary, bn_route,
-                                           merge_batchnorm, split_batchnorm, trades_loss)
+from robustct.defences.adversarial import (CatastrophicOverfittingDetector, Teacher, TradesAdversary, bn_route,
+                                           distillation_loss, merge_batchnorm, split_batchnorm, trades_loss)
 from robustct.backbones import BACKBONES
 from robustct.models import InputResize, WeightsUnavailableError, build_model
 from robustct.train import (EpochProgress, Objective, WeightEMA, collapse_reasons, discriminative_param_groups,
@@ -41,6 +41,59 @@ def test_trades_loss_hand_computed():
     adv = torch.tensor([[0.0, math.log(3.0)]])
     got = trades_loss(clean, adv, torch.tensor([0]), beta=2.0)
     assert got.item() == pytest.approx(math.log(2) + 2.0 * 0.5 * math.log(4 / 3), abs=1e-6)
+
+
+def test_trades_loss_natural_term_replaces_cross_entropy():
+    clean, adv, y = torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, math.log(3.0)]]), torch.tensor([0])
+    got = trades_loss(clean, adv, y, beta=2.0, natural=torch.tensor(0.25))
+    assert got.item() == pytest.approx(0.25 + 2.0 * 0.5 * math.log(4 / 3), abs=1e-6)
+
+
+# -- distillation (Hinton et al. 2015; ARD, Goldblum et al. 2020) -----------------------------------------------
+
+def test_distillation_loss_known_answers():
+    student, teacher, y = torch.tensor([[0.0, 0.0]]), torch.tensor([[math.log(3.0), 0.0]]), torch.tensor([1])
+    ce = math.log(2)  # p = (1/2, 1/2)
+    assert distillation_loss(student, y, None, 0.0).item() == pytest.approx(ce, abs=1e-6)
+    # q = (3/4, 1/4): KL(q || p) = 3/4 ln(3/2) + 1/4 ln(1/2)
+    kl1 = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
+    assert distillation_loss(student, y, teacher, 1.0).item() == pytest.approx(kl1, abs=1e-6)
+    assert distillation_loss(student, y, teacher, 0.5).item() == pytest.approx(0.5 * ce + 0.5 * kl1, abs=1e-6)
+    # T = 2: q_T = (sqrt3, 1) / (1 + sqrt3), p_T = (1/2, 1/2), scaled by T^2 = 4
+    a = math.sqrt(3) / (1 + math.sqrt(3))
+    kl2 = a * math.log(2 * a) + (1 - a) * math.log(2 * (1 - a))
+    assert distillation_loss(student, y, teacher, 1.0, 2.0).item() == pytest.approx(4 * kl2, abs=1e-6)
+    # a student equal to its teacher pays only the (1 - w) cross-entropy
+    assert distillation_loss(teacher, y, teacher.clone(), 0.3).item() == pytest.approx(
+        0.7 * nn.functional.cross_entropy(teacher, y).item(), abs=1e-6)
+    with pytest.raises(ValueError, match="needs teacher logits"):
+        distillation_loss(student, y, None, 0.5)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        distillation_loss(student, y, teacher, 1.5)
+
+
+def test_teacher_is_frozen_and_off_at_weight_zero():
+    t = Teacher(TinyNet(), 0.5)
+    assert all(not p.requires_grad for p in t.model.parameters()) and not t.model.training
+    assert t.logits(torch.rand(3, 1, 16, 16)).shape == (3, 2)
+    assert Teacher(TinyNet(), 0.0).logits(torch.rand(3, 1, 16, 16)) is None
+    with pytest.raises(ValueError, match="needs a teacher"):
+        Teacher(None, 0.5)
+
+
+@pytest.mark.parametrize("method", ["trades", "pgd_at"])
+def test_distillation_changes_training_and_leaves_the_teacher_untouched(method):
+    base = build_model("small_cnn", "none", image_size=16, dropout=0.0)
+    flags, before = [p.requires_grad for p in base.parameters()], [v.clone() for v in base.state_dict().values()]
+    cfg = {"epsilon": "2/255", "steps": 1, "epochs": 2, "batch_size": 16, "seed": 0, "init": "new",
+           "prefit_epochs": 1, "ema_decay": 0.0, "val_steps": 1, "lr": 1e-2, "batchnorm": "dual",
+           "threshold": "0.5"}
+    plain, _ = get_method(method)(base, data(), data(24, 1), cfg, None)
+    distilled, hist = get_method(method)(base, data(), data(24, 1), {**cfg, "distill": {"weight": 1.0}}, None)
+    assert not all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), distilled.state_dict().values()))
+    assert [h["phase"] for h in hist] == ["prefit", method, method]
+    assert [p.requires_grad for p in base.parameters()] == flags  # the teacher is a frozen copy
+    assert all(torch.equal(a, b) for a, b in zip(before, base.state_dict().values()))
 
 
 # -- EMA ---------------------------------------------------------------------------------------------------
@@ -178,6 +231,13 @@ def test_resize_inside_model_cannot_enlarge_linf_perturbation(mode, size):
 def test_resize_rejects_negative_weight_interpolation():
     with pytest.raises(ValueError, match="non-negative"):
         InputResize(64, "bicubic")
+
+
+@pytest.mark.parametrize("name,width", [("small_cnn_bn_wide", 256), ("small_cnn_bn_deep", 256)])
+def test_small_cnn_variants_registered(name, width):
+    m = build_model(name, "none", image_size=64, dropout=0.0, freeze_backbone=False)
+    assert name in BACKBONES and m.fc.in_features == width
+    assert m(torch.rand(2, 1, 64, 64)).shape == (2, 2)
 
 
 def test_small_cnn_registered_and_takes_full_size_input():

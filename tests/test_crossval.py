@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustct.crossval import cross_validate, patient_folds
+from robustct.crossval import cross_validate, nested_folds, patient_folds
 
 
 def data(n_groups=30, per=3):
@@ -27,6 +27,16 @@ def test_folds_partition_images_and_never_split_a_patient():
         assert 0.3 < y.numpy()[ho].mean() < 0.7  # stratified
     with pytest.raises(ValueError, match="fewer than the 40 folds"):
         patient_folds(y.numpy(), groups, 40, 0)
+
+
+def test_nested_folds_keep_fit_select_and_held_out_patients_apart():
+    _, y, groups = data()
+    triples = nested_folds(y.numpy(), groups, 5, seed=0)
+    assert sorted(np.concatenate([ho for *_, ho in triples])) == list(range(len(y)))
+    for (fit, sel, ho), (tr, ho2) in zip(triples, patient_folds(y.numpy(), groups, 5, 0)):
+        assert np.array_equal(ho, ho2) and sorted(np.concatenate([fit, sel])) == sorted(tr)
+        assert not set(groups[fit]) & set(groups[sel]) and not set(groups[sel]) & set(groups[ho])
+        assert len(sel) > 0 and len(fit) > len(sel)
 
 
 class FakeTracker:

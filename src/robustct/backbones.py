@@ -18,6 +18,8 @@ BACKBONES: dict[str, str] = {
     "resnet50": "robustct.models:resnet50_features",
     "small_cnn": "robustct.models:small_cnn_features",
     "small_cnn_bn": "robustct.models:small_cnn_bn_features",
+    "small_cnn_bn_wide": "robustct.models:small_cnn_bn_wide_features",
+    "small_cnn_bn_deep": "robustct.models:small_cnn_bn_deep_features",
 }
 """Backbone name -> ``"module:function"`` building its features."""
 

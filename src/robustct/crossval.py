@@ -77,6 +77,22 @@ def patient_folds(labels, groups, k: int, seed: int) -> list[tuple[np.ndarray, n
     return [(np.sort(a), np.sort(b)) for a, b in cv.split(np.zeros(len(labels)), labels, groups)]
 
 
+def nested_folds(labels, groups, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``k`` (fit, select, held-out) index triples: :func:`patient_folds`, and inside each fold's training
+    part one more patient-grouped fold (seed ``seed + 1 + fold``) held back for checkpoint and threshold
+    selection. No patient group is in two parts of a triple.
+
+    Raises:
+        ValueError: as :func:`patient_folds`.
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    out = []
+    for i, (tr, ho) in enumerate(patient_folds(labels, groups, k, seed)):
+        fit_rel, sel_rel = patient_folds(labels[tr], groups[tr], k, seed + 1 + i)[0]
+        out.append((tr[fit_rel], tr[sel_rel], ho))
+    return out
+
+
 def cross_validate(x: torch.Tensor, y: torch.Tensor, groups, k: int, seed: int, train_fold: TrainFold,
                    tracker=None, progress: Callable[[str], None] | None = print) -> CVResult:
     """Run the recipe ``train_fold`` on each of ``k`` patient-grouped folds.
@@ -95,9 +111,7 @@ def cross_validate(x: torch.Tensor, y: torch.Tensor, groups, k: int, seed: int, 
     """
     y_np, groups = y.cpu().numpy(), np.asarray(groups)
     folds = []
-    for i, (tr, ho) in enumerate(patient_folds(y_np, groups, k, seed)):
-        fit_rel, sel_rel = patient_folds(y_np[tr], groups[tr], k, seed + 1 + i)[0]
-        fit_idx, sel_idx = tr[fit_rel], tr[sel_rel]
+    for i, (fit_idx, sel_idx, ho) in enumerate(nested_folds(y_np, groups, k, seed)):
 
         def one_fold():
             p = np.asarray(train_fold((x[fit_idx], y[fit_idx]), (x[sel_idx], y[sel_idx]), x[ho]), dtype=float)
@@ -119,4 +133,4 @@ def cross_validate(x: torch.Tensor, y: torch.Tensor, groups, k: int, seed: int, 
     return CVResult(k, seed, folds)
 
 
-__all__ = ["CVResult", "FoldResult", "TrainFold", "cross_validate", "patient_folds"]
+__all__ = ["CVResult", "FoldResult", "TrainFold", "cross_validate", "nested_folds", "patient_folds"]

@@ -270,6 +270,16 @@ def small_cnn_bn_features(weights: str):
     return _small_cnn(weights, norm="batch")
 
 
+def small_cnn_bn_wide_features(weights: str):
+    """:func:`small_cnn_bn_features` with twice the channels (32, 64, 128, 256)."""
+    return _small_cnn(weights, widths=(32, 64, 128, 256), norm="batch")
+
+
+def small_cnn_bn_deep_features(weights: str):
+    """:func:`small_cnn_bn_features` with a fifth block (16 ... 256 channels), for inputs of 96 px and more."""
+    return _small_cnn(weights, widths=(16, 32, 64, 128, 256), norm="batch")
+
+
 def efficientnet_lite0_features(weights: str):
     """EfficientNet-Lite0 features (timm ``tf_efficientnet_lite0``); see :func:`build_model`."""
     return _efficientnet_lite(0, weights)

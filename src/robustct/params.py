@@ -218,6 +218,13 @@ class SmoothingParams(_Strict):
         return v
 
 
+class DistillParams(_Strict):
+    """``defend.distill``: knowledge distillation from the train stage's clean model (Hinton et al., 2015; with
+    adversarial inputs ARD, Goldblum et al., 2020) in the clean prefit and the adversarial-training loss."""
+    weight: float = Field(0.0, ge=0, le=1, description="w of (1-w) CE + w T^2 KL(teacher || student); 0: off")
+    temperature: float = Field(1.0, gt=0, le=100, description="softmax temperature T of teacher and student")
+
+
 class DefendParams(_Strict):
     """``defend``: adversarial training (robustct.defences.adversarial). Defaults: the recipe chosen in
     docs/defences.md (TRADES on a small BatchNorm CNN trained from scratch, resized to 64 px inside the model)."""
@@ -254,6 +261,7 @@ class DefendParams(_Strict):
     augmentation: Augmentation = Augmentation(hflip=True, rotation_deg=10, translate=0.05, scale=[0.9, 1.1])
     co_check_images: int = Field(128, ge=1, le=100_000, description="fast_at: images of the per-epoch PGD check")
     co_check_drop: float = Field(0.2, gt=0, le=1, description="fast_at: stop when PGD accuracy falls this far")
+    distill: DistillParams = DistillParams()
     denoiser: DenoiserParams = DenoiserParams()
     input_transform: InputTransformParams = InputTransformParams()
     smoothing: SmoothingParams = SmoothingParams()

@@ -73,6 +73,8 @@ class AdvTrainSettings:
     augmentation: dict | None
     co_check_images: int
     co_check_drop: float
+    distill_weight: float = 0.0
+    distill_temperature: float = 1.0
 
     @classmethod
     def from_cfg(cls, cfg: dict, method: str) -> "AdvTrainSettings":
@@ -99,6 +101,9 @@ class AdvTrainSettings:
             if kw[k] is not None:
                 kw[k] = int(kw[k])
         kw["method"] = method
+        distill = full.get("distill") or {}
+        kw["distill_weight"] = float(distill.get("weight", 0.0))
+        kw["distill_temperature"] = float(distill.get("temperature", 1.0))
         s = cls(**kw)
         if s.batchnorm not in BATCHNORM_MODES:
             raise ValueError(f"defend.batchnorm {s.batchnorm!r}: valid {BATCHNORM_MODES}")
@@ -168,33 +173,103 @@ def bn_route(model: nn.Module, route: str):
 
 # -- objectives ----------------------------------------------------------------------------------------------
 
+def distillation_loss(logits: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor | None,
+                      weight: float, temperature: float = 1.0) -> torch.Tensor:
+    """Knowledge distillation (Hinton, Vinyals & Dean, 2015): ``(1 - w) CE(logits, y) + w T^2 KL(q_T || p_T)``,
+    ``q_T = softmax(teacher_logits / T)``, ``p_T = softmax(logits / T)``, KL averaged over the batch.
+
+    With ``logits`` of adversarial inputs and teacher logits of the clean ones this is the ARD objective
+    (Goldblum et al., "Adversarially Robust Distillation", AAAI 2020).
+
+    Args:
+        logits: (N, K) float student logits; y: (N,) int64; teacher_logits: (N, K) float or None (then plain CE).
+        weight: w in [0, 1]; temperature: T > 0.
+
+    Raises:
+        ValueError: weight outside [0, 1], temperature <= 0, or weight > 0 without teacher logits.
+    """
+    if not 0.0 <= weight <= 1.0 or temperature <= 0:
+        raise ValueError(f"distillation weight must be in [0, 1] and temperature > 0, got {weight}, {temperature}")
+    ce = F.cross_entropy(logits, y)
+    if weight == 0.0:
+        return ce
+    if teacher_logits is None:
+        raise ValueError("distillation weight > 0 needs teacher logits")
+    t = float(temperature)
+    kl = F.kl_div(F.log_softmax(logits / t, 1), F.softmax(teacher_logits.detach() / t, 1), reduction="batchmean")
+    return (1.0 - weight) * ce + weight * t * t * kl
+
+
+class Teacher:
+    """A frozen model whose clean logits on each training batch are the soft targets of distillation.
+
+    Args:
+        model: the teacher (e.g. the train stage's clean model), same input as the student; kept in eval mode.
+        weight, temperature: as in :func:`distillation_loss`; weight 0 disables the teacher (no forward pass).
+    """
+
+    def __init__(self, model: nn.Module | None, weight: float = 0.0, temperature: float = 1.0):
+        if weight > 0 and model is None:
+            raise ValueError("defend.distill.weight > 0 needs a teacher model (the train stage's model)")
+        self.model = model.eval().requires_grad_(False) if (model is not None and weight > 0) else None
+        self.weight, self.temperature = float(weight), float(temperature)
+
+    def logits(self, xb: torch.Tensor) -> torch.Tensor | None:
+        if self.model is None:
+            return None
+        with torch.no_grad():
+            return self.model(xb)
+
+    def loss(self, logits: torch.Tensor, yb: torch.Tensor, teacher_logits: torch.Tensor | None) -> torch.Tensor:
+        return distillation_loss(logits, yb, teacher_logits, self.weight, self.temperature)
+
+
+NO_TEACHER = Teacher(None)
+
+
+class DistilledObjective(Objective):
+    """Clean training loss with distillation from ``teacher`` (the clean prefit of a distilled defence)."""
+
+    name = "clean_distilled"
+
+    def __init__(self, teacher: Teacher):
+        self.teacher = teacher
+
+    def loss(self, model, xb, yb):
+        logits = model(xb)
+        return self.teacher.loss(logits, yb, self.teacher.logits(xb)), logits
+
+
 class PGDATObjective(MixedAdversarialObjective):
     """PGD-AT / Fast AT loss with the adversarial batch through the ``adv`` BatchNorm copy (when split)."""
 
-    def __init__(self, adversary, adv_weight=1.0, epsilon_warmup=0, name="pgd_at"):
+    def __init__(self, adversary, adv_weight=1.0, epsilon_warmup=0, name="pgd_at", teacher: Teacher = NO_TEACHER):
         super().__init__(adversary, adv_weight, epsilon_warmup)
-        self.name = name
+        self.name, self.teacher = name, teacher
 
     def loss(self, model, xb, yb):
+        t_logits = self.teacher.logits(xb)
         with bn_route(model, "adv"):
             logits = model(self.adversary.perturb(xb, yb))
-        loss = self.adv_weight * F.cross_entropy(logits, yb)
+        loss = self.adv_weight * self.teacher.loss(logits, yb, t_logits)
         if self.adv_weight < 1.0:
-            loss = loss + (1.0 - self.adv_weight) * F.cross_entropy(model(xb), yb)
+            loss = loss + (1.0 - self.adv_weight) * self.teacher.loss(model(xb), yb, t_logits)
         return loss, logits
 
 
-def trades_loss(logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
+def trades_loss(logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float,
+                natural: torch.Tensor | None = None) -> torch.Tensor:
     """TRADES objective ``CE(logits_clean, y) + beta * mean_i KL(p_clean_i || p_adv_i)`` (Zhang et al., 2019).
 
     Args:
         logits_clean, logits_adv: (N, K) float; y: (N,) int64; beta >= 0.
+        natural: replaces the ``CE(logits_clean, y)`` term when given (e.g. :func:`distillation_loss`).
 
     Returns:
         scalar tensor (differentiable through both logits, as in the reference implementation).
     """
     kl = F.kl_div(F.log_softmax(logits_adv, 1), F.softmax(logits_clean, 1), reduction="batchmean")
-    return F.cross_entropy(logits_clean, y) + beta * kl
+    return (F.cross_entropy(logits_clean, y) if natural is None else natural) + beta * kl
 
 
 class TradesAdversary:
@@ -230,8 +305,9 @@ class TRADESObjective(Objective):
 
     name = "trades"
 
-    def __init__(self, adversary: TradesAdversary, beta: float, warmup: int = 0):
+    def __init__(self, adversary: TradesAdversary, beta: float, warmup: int = 0, teacher: Teacher = NO_TEACHER):
         self.adversary, self.beta_target, self.warmup = adversary, float(beta), int(warmup)
+        self.teacher = teacher
         self.target = (adversary.epsilon, adversary.step_size)
         self.beta = self.beta_target
 
@@ -246,7 +322,8 @@ class TRADESObjective(Objective):
             x_adv = self.adversary.perturb(xb)
             logits_adv = model(x_adv)
         logits = model(xb)
-        return trades_loss(logits, logits_adv, yb, self.beta), logits
+        natural = self.teacher.loss(logits, yb, self.teacher.logits(xb)) if self.teacher.weight > 0 else None
+        return trades_loss(logits, logits_adv, yb, self.beta, natural), logits
 
     def finish(self):
         self.adversary.epsilon, self.adversary.step_size = self.target
@@ -314,23 +391,27 @@ def initial_model(base_model, s: AdvTrainSettings):
     return model
 
 
-def clean_prefit(model, train, val, s: AdvTrainSettings, log=None):
-    """Clean full fine-tune (every parameter, BatchNorm in training mode) selected on validation accuracy."""
+def clean_prefit(model, train, val, s: AdvTrainSettings, log=None, teacher: Teacher = NO_TEACHER):
+    """Clean full fine-tune (every parameter, BatchNorm in training mode) selected on validation accuracy;
+    distilled from ``teacher`` when its weight is > 0."""
     model.set_trainable_stages("all")
     model, history = fit(model, train, val, epochs=s.prefit_epochs, lr=s.prefit_lr, batch_size=s.batch_size,
                          seed=s.seed, augment=make_augment(s.augmentation), weight_decay=s.weight_decay,
-                         schedule=s.schedule, log=log, progress=EpochProgress(s.prefit_epochs, "defend prefit"))
+                         schedule=s.schedule, log=log, progress=EpochProgress(s.prefit_epochs, "defend prefit"),
+                         objective=DistilledObjective(teacher) if teacher.weight > 0 else None)
     return model, [{**h, "phase": "prefit"} for h in history]
 
 
-def make_objective(model, s: AdvTrainSettings, generator: torch.Generator) -> Objective:
-    """The training objective of ``s.method`` with its adversary drawing from ``generator``."""
+def make_objective(model, s: AdvTrainSettings, generator: torch.Generator,
+                   teacher: Teacher = NO_TEACHER) -> Objective:
+    """The training objective of ``s.method`` with its adversary drawing from ``generator`` (and the
+    distillation ``teacher``: TRADES distils its natural term, PGD-AT/Fast AT their cross-entropy terms)."""
     if s.method == "trades":
         adv = TradesAdversary(model, s.epsilon, s.attack_steps(), s.attack_step(), generator)
-        return TRADESObjective(adv, s.beta, s.epsilon_warmup)
+        return TRADESObjective(adv, s.beta, s.epsilon_warmup, teacher)
     adv = PGD(model, s.epsilon, steps=s.attack_steps(), step_size=s.attack_step(), early_stop=False,
               generator=generator)
-    return PGDATObjective(adv, s.adv_weight, s.epsilon_warmup, name=s.method)
+    return PGDATObjective(adv, s.adv_weight, s.epsilon_warmup, name=s.method, teacher=teacher)
 
 
 def train_adversarial(base_model, train, val, cfg: dict, log=None, method: str = "pgd_at"):
@@ -341,15 +422,17 @@ def train_adversarial(base_model, train, val, cfg: dict, log=None, method: str =
         prefit rows have ``phase == "prefit"``, adversarial rows ``phase == method``).
     """
     s = AdvTrainSettings.from_cfg(cfg, method)
+    teacher = Teacher(copy.deepcopy(base_model) if s.distill_weight > 0 else None, s.distill_weight,
+                      s.distill_temperature)
     model = initial_model(base_model, s)
     history = []
     if s.prefit_epochs > 0:
-        model, history = clean_prefit(model, train, val, s, log)
+        model, history = clean_prefit(model, train, val, s, log, teacher)
     model.set_trainable_stages(s.trainable_stages if s.trainable_stages == "all" else int(s.trainable_stages))
     if s.batchnorm == "dual":
         split_batchnorm(model)
     generator = torch.Generator().manual_seed(s.seed + 1000)  # training attacks: fresh starts, reproducible
-    objective = make_objective(model, s, generator)
+    objective = make_objective(model, s, generator, teacher)
     val_attack = PGD(model, s.epsilon, steps=s.val_steps, seed=s.seed + 1)
     ema = WeightEMA(model, s.ema_decay) if s.ema_decay > 0 else None
     check = PGDCheck(*train, s.epsilon, s.co_check_drop, s.co_check_images, s.seed + 2) \

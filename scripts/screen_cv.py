@@ -1,0 +1,251 @@
+"""Screen training recipes by patient-grouped cross-validation on train + val (the test split is never read).
+
+Each recipe of a grid file is trained on every fold (fit / select / held-out, :func:`robustct.crossval.nested_folds`)
+and scored on the held-out fold. Two kinds of recipe:
+
+- ``defend``: overrides of the ``defend`` section of ``params.yaml``, trained by the method's registered function
+  (init ``new``). Scored by clean accuracy and AUC (the model's validation-chosen threshold) and the worst case per
+  image over PGD-20 and APGD-CE-20 (cascade, later attack on the survivors) at each epsilon of ``--epsilons``.
+- ``train``: overrides of the ``train`` section, trained as the ``train`` stage does (plus ``ema_decay`` and
+  ``tta``, screened here before they become parameters). Scored by clean accuracy at 0.5 and AUC, with and
+  without horizontal-flip test-time augmentation.
+
+This is a screening tool for many recipes on one machine with a GPU (jobs run in parallel worker processes);
+finalists are then run as ``dvc exp`` trials of the pipeline, which is what the docs tables report.
+
+Usage:
+    PYTHONPATH=src python scripts/screen_cv.py pack --out screen/pack.pt            # images of train + val
+    PYTHONPATH=src python scripts/screen_cv.py run --pack screen/pack.pt --grid scripts/screen_grid.yaml \\
+        --out screen/results.jsonl --workers 8 --budget-s 480
+    PYTHONPATH=src python scripts/screen_cv.py table screen/results.jsonl                 # mean / std per recipe
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def pack(args):
+    import pandas as pd
+    import torch
+
+    from robustct.io import load_split_tensors, read_split
+
+    split, data = Path(args.split), Path(args.data)
+    xs, ys, groups = [], [], []
+    for name in ("train", "val"):
+        x, y = load_split_tensors(data, split, name, args.size)
+        xs.append(x), ys.append(y)
+        groups += read_split(split, name).group.tolist()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"x": torch.cat(xs), "y": torch.cat(ys), "groups": groups, "size": args.size}, args.out)
+    print(f"{args.out}: {sum(len(x) for x in xs)} images ({args.size} px), {len(set(groups))} patient groups")
+    del pd
+
+
+def load_grid(path: str) -> list[dict]:
+    from ruamel.yaml import YAML
+
+    grid = YAML(typ="safe").load(Path(path).read_text())
+    out = []
+    for kind in ("defend", "train"):
+        base = grid.get(f"{kind}_base", {})
+        for name, over in (grid.get(kind) or {}).items():
+            out.append({"kind": kind, "name": name, "cfg": {**base, **(over or {})}})
+    return out
+
+
+_STATE = {}
+
+
+def _init_worker(pack_path: str, params_path: str, threads: int):
+    import torch
+
+    sys.stderr = open(os.devnull, "w")  # per-epoch progress lines of many workers
+    torch.set_num_threads(threads)
+    d = torch.load(pack_path, weights_only=False)
+    from robustct.params import load_params
+
+    _STATE.update(d, params=load_params(Path(params_path)))
+
+
+def _hflip_predict(model, x, tta: bool):
+    import torch
+
+    from robustct.robustness import predict
+
+    p = predict(model, x)[:, 1].numpy()
+    if tta:
+        p = (p + predict(model, torch.flip(x, dims=[-1]))[:, 1].numpy()) / 2
+    return p
+
+
+def _worst_case(model, x, y, eps: float) -> float:
+    from robustct.attacks import APGD, PGD
+    from robustct.robustness import predict, run_attack
+
+    robust = predict(model, x).argmax(1) == y
+    for a in (PGD(model, eps, steps=20, restarts=1, seed=0), APGD(model, eps, steps=20, restarts=1, seed=0)):
+        idx = robust.nonzero().squeeze(1)
+        if len(idx) == 0:
+            break
+        xa, _ = run_attack(model, a, x[idx], y[idx])  # on the model's device; CPU tensors back
+        ok = predict(model, xa).argmax(1) == y[idx]
+        robust[idx[~ok]] = False
+    return float(robust.float().mean())
+
+
+def _job(job: dict) -> dict:
+    import torch
+
+    from robustct.crossval import nested_folds
+    from robustct.io import device
+    from robustct.metrics import point_metrics
+
+    x, y, groups = _STATE["x"], _STATE["y"], np.asarray(_STATE["groups"])
+    fit_idx, sel_idx, ho = nested_folds(y.numpy(), groups, job["k"], job["seed"])[job["fold"]]
+    fit, sel, held = (x[fit_idx], y[fit_idx]), (x[sel_idx], y[sel_idx]), (x[ho], y[ho])
+    t0 = time.perf_counter()
+    dev = device()
+    row = {"kind": job["kind"], "name": job["name"], "fold": job["fold"], "cfg": job["cfg"], "n_held_out": len(ho)}
+    try:
+        if job["kind"] == "defend":
+            model, history = _train_defend(job["cfg"], fit, sel, dev)
+        else:
+            model, history = _train_clean(job["cfg"], fit, sel, dev)
+        row["train_s"] = round(time.perf_counter() - t0, 1)
+        row["selected_epoch"] = max((h["epoch"] for h in history if h.get("selected")), default=None)
+        yh = held[1].numpy()
+        if job["kind"] == "defend":
+            p = _hflip_predict(model, held[0], False)
+            m = point_metrics(yh, p, 0.5)  # the validation-chosen threshold is folded into the model (set_threshold)
+            row.update(accuracy=m["accuracy"], auc=m["auc"], covid_rate=float((p >= 0.5).mean()))
+            for e in job["epsilons"]:
+                row[f"worst_{e * 255:g}"] = _worst_case(model, held[0], held[1], e)
+        else:
+            for tta in (False, True):
+                p = _hflip_predict(model, held[0], tta)
+                m = point_metrics(yh, p, 0.5)
+                tag = "tta_" if tta else ""
+                row.update({f"{tag}accuracy": m["accuracy"], f"{tag}auc": m["auc"]})
+    except Exception as exc:  # a failing recipe is a result too
+        row["error"] = f"{type(exc).__name__}: {exc}"
+    row["total_s"] = round(time.perf_counter() - t0, 1)
+    del torch
+    return row
+
+
+def _train_defend(cfg: dict, fit, sel, dev):
+    from robustct.defences import get_method
+    from robustct.models import build_model
+
+    full = {**_STATE["params"]["defend"], **cfg}
+    base = build_model("small_cnn_bn", "none", int(_STATE["size"]), 0.0).to(dev)  # carries image size and device
+    return get_method(full["method"])(base, fit, sel, full, None)
+
+
+def _train_clean(cfg: dict, fit, sel, dev):
+    from robustct.models import build_model
+    from robustct.train import (SmoothedObjective, WeightEMA, backbone_head_param_groups, fit as fit_fn,
+                                make_augment, seed_everything)
+
+    c = {**_STATE["params"]["train"], **cfg}
+    seed_everything(int(c["seed"]))
+    model = build_model(c["backbone"], str(c["weights"]), int(_STATE["size"]), float(c["dropout"]),
+                        bool(c["freeze_backbone"])).to(dev)
+    ema = WeightEMA(model, float(c["ema_decay"])) if c.get("ema_decay") else None
+    return fit_fn(model, fit, sel, epochs=int(c["epochs"]), lr=float(c["lr"]), batch_size=int(c["batch_size"]),
+                  seed=int(c["seed"]), augment=make_augment(c.get("augmentation")),
+                  weight_decay=float(c.get("weight_decay", 0.0)), schedule=c.get("schedule", "constant"),
+                  objective=SmoothedObjective(float(c["label_smoothing"])) if c.get("label_smoothing") else None,
+                  param_groups=backbone_head_param_groups(model, float(c["lr"]), c.get("lr_backbone")), ema=ema,
+                  progress=None)
+
+
+def run(args):
+    import multiprocessing as mp
+
+    from robustct.epsilon import parse_epsilon
+
+    recipes = load_grid(args.grid)
+    if args.only:
+        recipes = [r for r in recipes if r["name"] in args.only.split(",")]
+    eps = [parse_epsilon(e, "--epsilons") for e in args.epsilons.split(",")]
+    jobs = [{**r, "fold": f, "k": args.folds, "seed": args.seed, "epsilons": eps}
+            for r in recipes for f in range(args.folds)]
+    print(f"{len(recipes)} recipes x {args.folds} folds = {len(jobs)} jobs on {args.workers} workers", flush=True)
+    t0 = time.perf_counter()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    ctx = mp.get_context("spawn")
+    done = 0
+    with open(args.out, "a") as fh, ctx.Pool(args.workers, _init_worker,
+                                             (args.pack, args.params, args.threads)) as pool:
+        it = pool.imap_unordered(_job, jobs)
+        while done < len(jobs):
+            left = args.budget_s - (time.perf_counter() - t0)
+            if left <= 0:
+                print(f"budget of {args.budget_s} s spent: {done}/{len(jobs)} jobs done", flush=True)
+                pool.terminate()
+                break
+            try:
+                row = it.next(timeout=left)
+            except mp.TimeoutError:
+                continue
+            done += 1
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            print(f"[{time.perf_counter() - t0:6.0f}s] {done}/{len(jobs)} {row['name']} fold {row['fold']}: "
+                  + " ".join(f"{k}={v:.3f}" for k, v in row.items() if isinstance(v, float)
+                             and k not in ("train_s", "total_s")) + (f" ERROR {row['error']}" if "error" in row else ""),
+                  flush=True)
+    table(argparse.Namespace(results=args.out))
+
+
+def table(args):
+    rows = [json.loads(line) for line in Path(args.results).read_text().splitlines() if line.strip()]
+    by = {}
+    for r in rows:
+        by.setdefault((r["kind"], r["name"]), []).append(r)
+    for (kind, name), rs in by.items():
+        ok = [r for r in rs if "error" not in r]
+        keys = [k for k in ok[0] if isinstance(ok[0][k], float) and k not in ("total_s",)] if ok else []
+        stats = " ".join(f"{k}={np.mean([r[k] for r in ok]):.3f}±{np.std([r[k] for r in ok], ddof=1) if len(ok) > 1 else 0:.3f}"
+                         for k in keys)
+        errors = {r["error"] for r in rs if "error" in r}
+        print(f"{kind:6s} {name:28s} folds={len(ok)} {stats}" + (f" ERRORS {errors}" if errors else ""))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pack")
+    p.add_argument("--split", default="outputs/split")
+    p.add_argument("--data", default="data")
+    p.add_argument("--size", type=int, default=160)
+    p.add_argument("--out", default="screen/pack.pt")
+    r = sub.add_parser("run")
+    r.add_argument("--pack", default="screen/pack.pt")
+    r.add_argument("--grid", default="scripts/screen_grid.yaml")
+    r.add_argument("--params", default="params.yaml")
+    r.add_argument("--out", default="screen/results.jsonl")
+    r.add_argument("--folds", type=int, default=5)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--epsilons", default="1/255,2/255")
+    r.add_argument("--workers", type=int, default=2)
+    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--budget-s", type=float, default=3600)
+    r.add_argument("--only", default="", help="comma-separated recipe names")
+    t = sub.add_parser("table")
+    t.add_argument("results")
+    args = ap.parse_args()
+    {"pack": pack, "run": run, "table": table}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
