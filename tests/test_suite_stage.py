@@ -115,6 +115,7 @@ def test_suite_outputs_and_invariants(tiny_model, tmp_path):
     fraud = res["targeted"]["pgd/fraud"]
     assert fraud[0]["source"] == "non_covid" and fraud[0]["target"] == "covid" and fraud[0]["n"] == 8
     assert all(0 <= p["targeted_success_rate"] <= 1 for p in fraud)
+    assert [round(p["epsilon"], 6) for p in fraud] == [round(2 / 255, 6), round(8 / 255, 6)]  # null: standard grid
     # the curve from one minimal-epsilon run agrees with the explicit fixed-epsilon FGSM runs
     check = res["minimal_epsilon"]["check"]
     assert len(check) >= 2 and all(c["difference"] <= 1e-9 for c in check)
@@ -201,3 +202,17 @@ def test_the_same_files_are_written_with_or_without_the_suite(tiny_model, tmp_pa
     missing = [f for f in WRITTEN if not (tmp_path / f).is_file()]
     assert not missing
     assert [p["epsilon"] for p in res["worst_case"]] == [pytest.approx(8 / 255)]
+
+
+def test_targeted_epsilons_subset_runs_only_those_budgets(tiny_model, tmp_path):
+    g = torch.Generator().manual_seed(3)
+    x = (torch.rand(16, 1, 16, 16, generator=g) * 255).to(torch.uint8)
+    y = torch.tensor([0, 1] * 8)
+    cfg = sweep_config({**ATTACK, "suite": ["fgsm", "fgsm_min_eps"], "worst_case": ["fgsm"],
+                        "targeted": {"attacks": ["pgd"], "scenarios": ["fraud"], "epsilons": ["8/255"]}})
+    res = sweep_and_write(tiny_model, x, y, cfg, tmp_path, progress=lambda s: None)
+    assert [round(p["epsilon"], 6) for p in res["targeted"]["pgd/fraud"]] == [round(8 / 255, 6)]
+    lines = (tmp_path / "suite_table.md").read_text().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| targeted attack"))
+    assert lines[header] == "| targeted attack / scenario | n | 8/255 |"
+    assert lines[header + 2].startswith("| pgd/fraud | 8 | ") and lines[header + 2].count("|") == 4

@@ -314,6 +314,8 @@ class TargetedParams(_Strict):
     scenarios: list[Literal["fraud", "missed_diagnosis"]] = Field(
         default_factory=lambda: ["fraud", "missed_diagnosis"],
         description="fraud: non_covid -> covid; missed_diagnosis: covid -> non_covid")
+    epsilons: Optional[list[Epsilon]] = Field(
+        None, description="budgets of the targeted attacks (null: attack.standard_epsilons); each costs a full sweep")
 
     @field_validator("attacks")
     @classmethod

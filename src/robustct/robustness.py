@@ -473,7 +473,7 @@ def standard_suite(model, x, y, cfg: dict, progress=None) -> dict:
         for scen in tcfg.get("scenarios", list(SCENARIOS)):
             result["targeted"][f"{name}/{scen}"] = targeted_points(
                 model, xf, y, name, lambda e, n=name, c=acfg: make_attack(n, model, e, c, targeted=True),
-                std, scen, batch_size=bs, progress=progress)
+                tcfg.get("epsilons") or std, scen, batch_size=bs, progress=progress)
 
     # the whole curve from one run, checked against the explicit fixed-epsilon runs
     if "pgd" in per_sample:  # union over the sweep: broken at some epsilon <= e

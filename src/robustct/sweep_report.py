@@ -162,10 +162,14 @@ def suite_markdown(sweeps: dict, result: dict, cfg: dict) -> str:
         by = {round(p["epsilon"], 9): p for p in pts}
         row = [f"{by[round(e, 9)]['robust_accuracy']:.3f}" if round(e, 9) in by else "" for e in eps]
         lines.append(f"| {key} | {pts[0]['n']} | {pts[0]['clean_accuracy']:.3f} | " + " | ".join(row) + " |")
-    lines += ["", "| targeted attack / scenario | n | " + " | ".join(format_epsilon(e) for e in eps) + " |",
-              "|---" * (2 + len(eps)) + "|"]
-    for name, pts in result.get("targeted", {}).items():
-        lines.append(f"| {name} | {pts[0]['n']} | " + " | ".join(f"{p['targeted_success_rate']:.3f}" for p in pts) + " |")
+    targeted = result.get("targeted", {})
+    t_eps = sorted({p["epsilon"] for pts in targeted.values() for p in pts}) or eps
+    lines += ["", "| targeted attack / scenario | n | " + " | ".join(format_epsilon(e) for e in t_eps) + " |",
+              "|---" * (2 + len(t_eps)) + "|"]
+    for name, pts in targeted.items():
+        by = {round(p["epsilon"], 9): p for p in pts}
+        row = [f"{by[round(e, 9)]['targeted_success_rate']:.3f}" if round(e, 9) in by else "" for e in t_eps]
+        lines.append(f"| {name} | {pts[0]['n']} | " + " | ".join(row) + " |")
     lines += ["", "| attack | epsilon | n success / n | median Linf | median L2 | median L0 | median PSNR (dB) | "
               "median SSIM |", "|---|---|---|---|---|---|---|---|"]
     for r in result.get("perceptibility", []):
