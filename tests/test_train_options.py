@@ -46,3 +46,16 @@ def test_label_smoothing_is_the_smoothed_cross_entropy():
                                      objective=SmoothedObjective(ls))["loss"]
         assert abs(losses[ls] - float(expected)) < 1e-6
     assert losses[0.2] != losses[0.0]
+
+
+def test_fit_with_ema_returns_the_averaged_weights():
+    from robustct.train import WeightEMA
+
+    x, y = batch()
+    m = Net()
+    ema = WeightEMA(m, 0.9)
+    trained, _ = fit(m, (x, y), (x, y), epochs=2, lr=1e-1, batch_size=4, seed=0, ema=ema, progress=None)
+    assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), ema.model.state_dict().values()))
+    raw = Net()
+    fit(raw, (x, y), (x, y), epochs=2, lr=1e-1, batch_size=4, seed=0, progress=None)
+    assert not torch.equal(raw.fc.weight, trained.fc.weight)

@@ -127,6 +127,8 @@ class TrainParams(_Strict):
     lr_backbone: Optional[float] = Field(None, ge=0, le=10, description="backbone learning rate (discriminative); "
                                          "null = lr for all trainable parameters")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    ema_decay: float = Field(0.0, ge=0, lt=1, description="weight EMA (Polyak averaging); 0: off. The EMA weights are "
+                             "validated, selected and saved")
     cv_folds: int = Field(0, ge=0, le=20, description="> 0: patient-grouped k-fold CV of the recipe on train+val")
 
     _threshold_text = field_validator("threshold", mode="before")(classmethod(lambda cls, v: _as_text(v)))

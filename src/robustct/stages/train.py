@@ -12,8 +12,8 @@ from ..crossval import cross_validate
 from ..metrics import point_metrics
 from ..robustness import predict
 from ..models import build_model, save_checkpoint
-from ..train import (SmoothedObjective, backbone_head_param_groups, choose_threshold, evaluate, fit, make_augment,
-                     seed_everything)
+from ..train import (SmoothedObjective, WeightEMA, backbone_head_param_groups, choose_threshold, evaluate, fit,
+                     make_augment, seed_everything)
 from ..io import OUT, device, load_split_tensors, read_split, write_csv, write_json
 
 def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir: Path = OUT / "train",
@@ -36,7 +36,8 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
                                schedule=cfg.get("schedule", "constant"), log=log,
                                objective=SmoothedObjective(float(cfg["label_smoothing"]))
                                if cfg.get("label_smoothing") else None,
-                               param_groups=backbone_head_param_groups(model, float(cfg["lr"]), cfg.get("lr_backbone")))
+                               param_groups=backbone_head_param_groups(model, float(cfg["lr"]), cfg.get("lr_backbone")),
+                               ema=WeightEMA(model, float(cfg["ema_decay"])) if cfg.get("ema_decay") else None)
         trained.set_threshold(choose_threshold(trained, val, cfg.get("threshold", "0.5")))
         return trained, history
 
