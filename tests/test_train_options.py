@@ -59,3 +59,15 @@ def test_fit_with_ema_returns_the_averaged_weights():
     raw = Net()
     fit(raw, (x, y), (x, y), epochs=2, lr=1e-1, batch_size=4, seed=0, progress=None)
     assert not torch.equal(raw.fc.weight, trained.fc.weight)
+
+
+def test_checkpoint_last_keeps_the_last_epoch_and_best_val_may_not():
+    x, y = batch()
+    histories = {}
+    for select in ("robust", "last"):  # no val attack: "robust" selects on validation accuracy
+        _, histories[select] = fit(Net(), (x, y), (x[:6], y[:6]), epochs=4, lr=0.5, batch_size=4, seed=0,
+                                   select=select, progress=None)
+    assert [h["epoch"] for h in histories["last"] if h.get("selected")][-1] == 4
+    assert all(h.get("selected") for h in histories["last"])
+    best = [h for h in histories["robust"] if h.get("selected")][-1]
+    assert best["val_accuracy"] == max(h["val_accuracy"] for h in histories["robust"])

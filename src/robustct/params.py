@@ -129,6 +129,8 @@ class TrainParams(_Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     ema_decay: float = Field(0.0, ge=0, lt=1, description="weight EMA (Polyak averaging); 0: off. The EMA weights are "
                              "validated, selected and saved")
+    checkpoint: Literal["best_val", "last"] = Field(
+        "best_val", description="best_val: the epoch with the best validation accuracy | last: the last epoch")
     cv_folds: int = Field(0, ge=0, le=20, description="> 0: patient-grouped k-fold CV of the recipe on train+val")
 
     _threshold_text = field_validator("threshold", mode="before")(classmethod(lambda cls, v: _as_text(v)))

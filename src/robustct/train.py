@@ -273,7 +273,8 @@ def fit(model: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, b
     cross-entropy.
 
     Selection: validation accuracy; with ``val_attack``, ``select="robust"`` uses the
-    validation robust accuracy and ``select="mean"`` the mean of clean and robust accuracy.
+    validation robust accuracy and ``select="mean"`` the mean of clean and robust accuracy;
+    ``select="last"`` keeps the last epoch (a fixed training length, no choice made on validation).
     Ties are broken by clean accuracy, then lower validation loss. With ``veto`` (default: on when
     there is a ``val_attack``) a collapsed epoch (:func:`collapse_reasons`) is never selected; if every
     epoch collapses, the best-scoring one is kept and every row says ``collapsed``.
@@ -312,6 +313,8 @@ def fit(model: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, b
             row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": tr["loss"],
                    "train_accuracy": tr["accuracy"], **sched_row}
             score, ev = _validate(judged, val, val_attack, select, row)
+            if select == "last":
+                score = epoch
             stop = bool(epoch_end(model, epoch, row)) if epoch_end is not None else False
             reasons = collapse_reasons(val[1].numpy(), ev["p_covid"]) if veto else []
             row["collapsed"] = bool(reasons)

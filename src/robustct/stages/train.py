@@ -37,7 +37,8 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
                                objective=SmoothedObjective(float(cfg["label_smoothing"]))
                                if cfg.get("label_smoothing") else None,
                                param_groups=backbone_head_param_groups(model, float(cfg["lr"]), cfg.get("lr_backbone")),
-                               ema=WeightEMA(model, float(cfg["ema_decay"])) if cfg.get("ema_decay") else None)
+                               ema=WeightEMA(model, float(cfg["ema_decay"])) if cfg.get("ema_decay") else None,
+                               select="last" if cfg.get("checkpoint") == "last" else "robust")
         trained.set_threshold(choose_threshold(trained, val, cfg.get("threshold", "0.5")))
         return trained, history
 
