@@ -32,7 +32,6 @@ import numpy as np
 
 
 def pack(args):
-    import pandas as pd
     import torch
 
     from robustct.io import load_split_tensors, read_split
@@ -46,7 +45,6 @@ def pack(args):
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     torch.save({"x": torch.cat(xs), "y": torch.cat(ys), "groups": groups, "size": args.size}, args.out)
     print(f"{args.out}: {sum(len(x) for x in xs)} images ({args.size} px), {len(set(groups))} patient groups")
-    del pd
 
 
 def load_grid(path: str) -> list[dict]:
@@ -102,8 +100,6 @@ def _worst_case(model, x, y, eps: float) -> float:
 
 
 def _job(job: dict) -> dict:
-    import torch
-
     from robustct.crossval import nested_folds
     from robustct.io import device
     from robustct.metrics import point_metrics
@@ -137,7 +133,6 @@ def _job(job: dict) -> dict:
     except Exception as exc:  # a failing recipe is a result too
         row["error"] = f"{type(exc).__name__}: {exc}"
     row["total_s"] = round(time.perf_counter() - t0, 1)
-    del torch
     return row
 
 

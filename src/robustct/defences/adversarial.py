@@ -73,8 +73,8 @@ class AdvTrainSettings:
     augmentation: dict | None
     co_check_images: int
     co_check_drop: float
-    distill_weight: float = 0.0
-    distill_temperature: float = 1.0
+    distill_weight: float
+    distill_temperature: float
 
     @classmethod
     def from_cfg(cls, cfg: dict, method: str) -> "AdvTrainSettings":
@@ -101,9 +101,8 @@ class AdvTrainSettings:
             if kw[k] is not None:
                 kw[k] = int(kw[k])
         kw["method"] = method
-        distill = full.get("distill") or {}
-        kw["distill_weight"] = float(distill.get("weight", 0.0))
-        kw["distill_temperature"] = float(distill.get("temperature", 1.0))
+        distill = {**DefendParams().distill.model_dump(), **(cfg.get("distill") or {})}  # a partial section too
+        kw["distill_weight"], kw["distill_temperature"] = float(distill["weight"]), float(distill["temperature"])
         s = cls(**kw)
         if s.batchnorm not in BATCHNORM_MODES:
             raise ValueError(f"defend.batchnorm {s.batchnorm!r}: valid {BATCHNORM_MODES}")
@@ -206,6 +205,9 @@ class Teacher:
     Args:
         model: the teacher (e.g. the train stage's clean model), same input as the student; kept in eval mode.
         weight, temperature: as in :func:`distillation_loss`; weight 0 disables the teacher (no forward pass).
+
+    Raises:
+        ValueError: ``weight > 0`` without a model.
     """
 
     def __init__(self, model: nn.Module | None, weight: float = 0.0, temperature: float = 1.0):
