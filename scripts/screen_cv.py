@@ -114,7 +114,9 @@ def _job(job: dict) -> dict:
         if job["kind"] == "defend":
             model, history = _train_defend(job["cfg"], fit, sel, dev)
         else:
-            model, history = _train_clean(job["cfg"], fit, sel, dev)
+            epoch_p = []  # held-out P(COVID) after every epoch: scores "last" and fixed epochs from the same run
+            model, history = _train_clean(job["cfg"], fit, sel, dev, held[0], epoch_p)
+            row["epoch_p_covid"] = epoch_p
         row["train_s"] = round(time.perf_counter() - t0, 1)
         row["selected_epoch"] = max((h["epoch"] for h in history if h.get("selected")), default=None)
         yh = held[1].numpy()
@@ -130,6 +132,8 @@ def _job(job: dict) -> dict:
                 m = point_metrics(yh, p, 0.5)
                 tag = "tta_" if tta else ""
                 row.update({f"{tag}accuracy": m["accuracy"], f"{tag}auc": m["auc"]})
+                row[f"{tag}p_covid"] = [round(float(v), 5) for v in p]  # held-out order: for pooled and ensemble scores
+            row["y"] = [int(v) for v in yh]
     except Exception as exc:  # a failing recipe is a result too
         row["error"] = f"{type(exc).__name__}: {exc}"
     row["total_s"] = round(time.perf_counter() - t0, 1)
@@ -145,22 +149,34 @@ def _train_defend(cfg: dict, fit, sel, dev):
     return get_method(full["method"])(base, fit, sel, full, None)
 
 
-def _train_clean(cfg: dict, fit, sel, dev):
+def _train_clean(cfg: dict, fit, sel, dev, held_x=None, epoch_p: list | None = None):
+    import torch
+
     from robustct.models import build_model
     from robustct.train import (SmoothedObjective, WeightEMA, backbone_head_param_groups, fit as fit_fn,
                                 make_augment, seed_everything)
 
     c = {**_STATE["params"]["train"], **cfg}
+    if c.get("fit_on", "train") == "train_val":  # refit on fit + select with a fixed schedule (nothing to select)
+        if c.get("checkpoint") != "last":
+            raise ValueError("fit_on: train_val needs checkpoint: last (the select fold is trained on)")
+        fit = (torch.cat([fit[0], sel[0]]), torch.cat([fit[1], sel[1]]))
     seed_everything(int(c["seed"]))
     model = build_model(c["backbone"], str(c["weights"]), int(_STATE["size"]), float(c["dropout"]),
                         bool(c["freeze_backbone"])).to(dev)
     ema = WeightEMA(model, float(c["ema_decay"])) if c.get("ema_decay") else None
+
+    def record(m, epoch, row):  # the weights just trained (EMA: its shadow), before the selection
+        if epoch_p is not None:
+            epoch_p.append([round(float(v), 5) for v in _hflip_predict(ema.model if ema else m, held_x, False)])
+        return False
+
     return fit_fn(model, fit, sel, epochs=int(c["epochs"]), lr=float(c["lr"]), batch_size=int(c["batch_size"]),
                   seed=int(c["seed"]), augment=make_augment(c.get("augmentation")),
                   weight_decay=float(c.get("weight_decay", 0.0)), schedule=c.get("schedule", "constant"),
                   objective=SmoothedObjective(float(c["label_smoothing"])) if c.get("label_smoothing") else None,
                   param_groups=backbone_head_param_groups(model, float(c["lr"]), c.get("lr_backbone")), ema=ema,
-                  progress=None)
+                  select="last" if c.get("checkpoint") == "last" else "robust", epoch_end=record, progress=None)
 
 
 def run(args):
@@ -213,6 +229,18 @@ def table(args):
         stats = " ".join(f"{k}={np.mean([r[k] for r in ok]):.3f}±{np.std([r[k] for r in ok], ddof=1) if len(ok) > 1 else 0:.3f}"
                          for k in keys)
         errors = {r["error"] for r in rs if "error" in r}
+        if ok and "p_covid" in ok[0] and len(ok) == max(r["fold"] for r in rs) + 1:  # every fold: pooled scores
+            from robustct.metrics import point_metrics
+
+            y = np.concatenate([r["y"] for r in ok])
+            stats += " pooled:" + "".join(
+                f" {tag}acc={m['accuracy']:.3f} {tag}auc={m['auc']:.3f}"
+                for tag in ("", "tta_") for m in [point_metrics(y, np.concatenate([r[f"{tag}p_covid"] for r in ok]), 0.5)])
+            if "epoch_p_covid" in ok[0]:  # pooled held-out score of every epoch (the last one: checkpoint "last")
+                n = min(len(r["epoch_p_covid"]) for r in ok)
+                stats += "\n        per epoch (pooled acc/auc):" + "".join(
+                    f" {e + 1}:{m['accuracy']:.3f}/{m['auc']:.3f}" for e in range(n)
+                    for m in [point_metrics(y, np.concatenate([r["epoch_p_covid"][e] for r in ok]), 0.5)])
         print(f"{kind:6s} {name:28s} folds={len(ok)} {stats}" + (f" ERRORS {errors}" if errors else ""))
 
 

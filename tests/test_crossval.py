@@ -79,14 +79,11 @@ def test_perfect_and_chance_recipes_give_known_means_and_selection_is_separate()
 
 
 
-def test_train_stage_writes_cv_json_with_one_result_per_fold(tmp_path):
-    import json
-
+def _tiny_split(tmp_path):
+    """24 synthetic images (12 patients per label); train = patients ending 0-3, val = 4-5."""
     import pandas as pd
-    import yaml
 
-    from conftest import REPO, write_dataset
-    from robustct.stages import train as train_stage
+    from conftest import write_dataset
 
     root = tmp_path / "data"
     write_dataset(root, n_covid=12, n_non=12, size=40)
@@ -101,6 +98,18 @@ def test_train_stage_writes_cv_json_with_one_result_per_fold(tmp_path):
     split_dir.mkdir()
     table[table.group.str[-1].isin(list("0123"))].to_csv(split_dir / "train.csv", index=False)
     table[table.group.str[-1].isin(list("45"))].to_csv(split_dir / "val.csv", index=False)
+    return root, split_dir
+
+
+def test_train_stage_writes_cv_json_with_one_result_per_fold(tmp_path):
+    import json
+
+    import yaml
+
+    from conftest import REPO
+    from robustct.stages import train as train_stage
+
+    root, split_dir = _tiny_split(tmp_path)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"].update(backbone="resnet18", weights="none", image_size=32, epochs=1, batch_size=8, cv_folds=2)
     train_stage.run(params, root, split_dir, tmp_path / "train", track=False)
@@ -109,3 +118,33 @@ def test_train_stage_writes_cv_json_with_one_result_per_fold(tmp_path):
     assert sum(f["n_held_out"] for f in cv["folds"]) == 24  # every train+val image held out once
     assert all(0 <= f["accuracy"] <= 1 for f in cv["folds"])
     assert cv["accuracy"]["mean"] == sum(f["accuracy"] for f in cv["folds"]) / 2
+
+
+def test_refit_on_train_val_trains_on_both_and_names_val_numbers_in_sample(tmp_path, monkeypatch):
+    import json
+
+    from conftest import REPO
+    from robustct.io import read_split
+    from robustct.params import load_params
+    from robustct.stages import train as train_stage
+
+    root, split_dir = _tiny_split(tmp_path)
+    n_train, n_val = len(read_split(split_dir, "train")), len(read_split(split_dir, "val"))
+    seen = []
+    real_fit = train_stage.fit
+
+    def spy(model, train, val, **kw):
+        seen.append((len(train[0]), len(val[0]), kw["select"]))
+        return real_fit(model, train, val, **kw)
+
+    monkeypatch.setattr(train_stage, "fit", spy)
+    params = load_params(REPO / "params.yaml")
+    params["train"].update(backbone="resnet18", weights="none", image_size=32, epochs=2, batch_size=8,
+                           fit_on="train_val", checkpoint="last", cv_folds=2)
+    train_stage.run(params, root, split_dir, tmp_path / "train", track=False)
+    assert seen[0] == (n_train + n_val, n_val, "last")  # the stage's model: every train and val image
+    fold_sizes = [f["n_train"] + f["n_select"] for f in json.loads((tmp_path / "train" / "cv.json").read_text())["folds"]]
+    assert [s[0] for s in seen[1:]] == fold_sizes  # each CV fold refits on its fit + select parts too
+    metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    assert "val_in_sample_accuracy" in metrics and "val_accuracy" not in metrics
+    assert metrics["selected_epoch"] == 2

@@ -99,3 +99,14 @@ def test_defaults_live_in_the_schema():
     assert minimal["gate"]["epsilon"] == pytest.approx(2 / 255)
     assert minimal["attack"]["profiles"]["strong"]["pgd"] == {"steps": 50, "step_size": None, "restarts": 5}
     assert set(minimal) == set(full)
+
+
+@pytest.mark.parametrize("over,bad", [({"checkpoint": "best_val"}, "checkpoint: last (got best_val)"),
+                                      ({"checkpoint": "last", "threshold": "val_youden"}, "(got val_youden)")])
+def test_refit_on_train_val_may_choose_nothing_on_val(over, bad):
+    params = _raw()
+    params["train"].update(fit_on="train_val", **over)
+    problems = check_params(params)
+    assert len(problems) == 1 and problems[0].startswith("train: ") and bad in problems[0], problems
+    params["train"].update(checkpoint="last", threshold="0.5")
+    assert check_params(params) == []

@@ -132,6 +132,9 @@ class TrainParams(_Strict):
     checkpoint: Literal["best_val", "last"] = Field(
         "best_val", description="best_val: the epoch with the best validation accuracy | last: the last epoch")
     cv_folds: int = Field(0, ge=0, le=20, description="> 0: patient-grouped k-fold CV of the recipe on train+val")
+    fit_on: Literal["train", "train_val"] = Field(
+        "train", description="train: fit on train, validate on val | train_val: refit on train + val with a fixed "
+        "schedule (checkpoint last, threshold 0.5; the validation numbers are then in-sample)")
 
     _threshold_text = field_validator("threshold", mode="before")(classmethod(lambda cls, v: _as_text(v)))
 
@@ -141,6 +144,14 @@ class TrainParams(_Strict):
         if v not in BACKBONES:
             raise ValueError(f"unknown backbone {v!r}; valid: {', '.join(BACKBONES)}")
         return v
+
+    @model_validator(mode="after")
+    def _refit_selects_nothing(self):
+        if self.fit_on == "train_val" and (self.checkpoint != "last" or self.threshold != "0.5"):
+            raise ValueError("fit_on: train_val trains on the validation images, so nothing may be chosen on them: "
+                             f"set checkpoint: last (got {self.checkpoint}) and threshold: \"0.5\" "
+                             f"(got {self.threshold})")
+        return self
 
 
 class EvaluateParams(_Strict):

@@ -1,4 +1,5 @@
-"""Stage `train`: transfer learning on the train split, checkpoint chosen on val."""
+"""Stage `train`: transfer learning on the train split, checkpoint chosen on val (or, with
+``train.fit_on: train_val``, refitted on train + val with a fixed schedule)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +26,11 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
     train = load_split_tensors(data_root, split_dir, "train", size)
     val = load_split_tensors(data_root, split_dir, "val", size)
 
+    refit = cfg.get("fit_on", "train") == "train_val"  # the schema ensures checkpoint last and threshold 0.5
+
     def recipe(train, val, log):
+        if refit:  # val is still scored every epoch (in-sample), but chooses nothing
+            train = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
         seed_everything(int(cfg["seed"]))  # the new head's initialisation depends on it
         model = build_model(cfg["backbone"], str(cfg["weights"]), size, float(cfg["dropout"]),
                             bool(cfg["freeze_backbone"])).to(dev)
@@ -57,7 +62,8 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
         trained, history = recipe(train, val, log)
         ev = evaluate(trained, *val)
         val_metrics = point_metrics(val[1].numpy(), ev["p_covid"], 0.5)
-        return trained, history, {f"val_{k}": v for k, v in val_metrics.items()}
+        prefix = "val_in_sample_" if refit else "val_"  # refit: the validation images were trained on
+        return trained, history, {f"{prefix}{k}": v for k, v in val_metrics.items()}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if not track:
