@@ -78,7 +78,9 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
                               tags={**tracking.standard_tags(split_dir), "stage": "train", "candidate": "baseline"}) as r:
             mlflow.log_params(tracking.flatten_params(cfg))
             tracking.log_split_inputs(mlflow, split_dir, ("train", "val"))
-            trained, history, metrics = body(lambda m, step: mlflow.log_metrics(m, step=step))
+            rename = (lambda k: k.replace("val_", "val_in_sample_", 1)) if refit else (lambda k: k)
+            trained, history, metrics = body(lambda m, step: mlflow.log_metrics({rename(k): v for k, v in m.items()},
+                                                                               step=step))
             mlflow.log_metrics({**metrics, "threshold": trained.config["threshold"]})
             out_dir.mkdir(parents=True, exist_ok=True)
             plots.training_curves(history, out_dir / "training_curves.png")
