@@ -303,6 +303,9 @@ def test_progress_lines_are_bounded_and_show_time_left():
         report(e, row)
     assert 10 <= len(lines) <= 11 and all("left" in ln for ln in lines)
     assert lines[0].startswith("[t] epoch 1/100") and "0s left" in lines[-1]
+    refit = []
+    EpochProgress(1, write=refit.append, val_label="val (in-sample)")(1, row)
+    assert "| val (in-sample) acc 0.600 auc 0.650" in refit[0]
 
 
 # -- methods end to end (tiny) -----------------------------------------------------------------------------

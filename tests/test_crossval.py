@@ -134,7 +134,7 @@ def test_refit_on_train_val_trains_on_both_and_names_val_numbers_in_sample(tmp_p
     real_fit = train_stage.fit
 
     def spy(model, train, val, **kw):
-        seen.append((len(train[0]), len(val[0]), kw["select"]))
+        seen.append((len(train[0]), len(val[0]), kw["select"], kw["progress"].val_label))
         return real_fit(model, train, val, **kw)
 
     monkeypatch.setattr(train_stage, "fit", spy)
@@ -142,7 +142,7 @@ def test_refit_on_train_val_trains_on_both_and_names_val_numbers_in_sample(tmp_p
     params["train"].update(backbone="resnet18", weights="none", image_size=32, epochs=2, batch_size=8,
                            fit_on="train_val", checkpoint="last", cv_folds=2)
     train_stage.run(params, root, split_dir, tmp_path / "train", track=False)
-    assert seen[0] == (n_train + n_val, n_val, "last")  # the stage's model: every train and val image
+    assert seen[0] == (n_train + n_val, n_val, "last", "val (in-sample)")  # every train and val image
     fold_sizes = [f["n_train"] + f["n_select"] for f in json.loads((tmp_path / "train" / "cv.json").read_text())["folds"]]
     assert [s[0] for s in seen[1:]] == fold_sizes  # each CV fold refits on its fit + select parts too
     metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())

@@ -237,8 +237,9 @@ class EpochProgress:
     logs stay short. ``write`` defaults to printing to stderr.
     """
 
-    def __init__(self, epochs: int, label: str = "fit", max_lines: int = 25, write: Callable[[str], None] | None = None):
-        self.epochs, self.label = int(epochs), label
+    def __init__(self, epochs: int, label: str = "fit", max_lines: int = 25, write: Callable[[str], None] | None = None,
+                 val_label: str = "val"):
+        self.epochs, self.label, self.val_label = int(epochs), label, val_label  # "val (in-sample)" for a refit
         self.every = max(1, math.ceil(self.epochs / max(max_lines, 1)))
         self.write = write or (lambda line: print(line, file=sys.stderr, flush=True))
         self.start = time.perf_counter()
@@ -248,7 +249,7 @@ class EpochProgress:
             return
         per_epoch = (time.perf_counter() - self.start) / epoch
         parts = [f"[{self.label}] epoch {epoch}/{self.epochs}", f"loss {row['train_loss']:.3f}",
-                 f"acc {row['train_accuracy']:.3f}", f"| val acc {row['val_accuracy']:.3f}", f"auc {row['val_auc']:.3f}"]
+                 f"acc {row['train_accuracy']:.3f}", f"| {self.val_label} acc {row['val_accuracy']:.3f}", f"auc {row['val_auc']:.3f}"]
         if "val_robust_accuracy" in row:
             parts.append(f"robust {row['val_robust_accuracy']:.3f}")
         if "train_epsilon" in row:

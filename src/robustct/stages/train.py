@@ -13,8 +13,8 @@ from ..crossval import cross_validate
 from ..metrics import point_metrics
 from ..robustness import predict
 from ..models import build_model, save_checkpoint
-from ..train import (SmoothedObjective, WeightEMA, backbone_head_param_groups, choose_threshold, evaluate, fit,
-                     make_augment, seed_everything)
+from ..train import (EpochProgress, SmoothedObjective, WeightEMA, backbone_head_param_groups, choose_threshold,
+                     evaluate, fit, make_augment, seed_everything)
 from ..io import OUT, device, load_split_tensors, read_split, write_csv, write_json
 
 def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir: Path = OUT / "train",
@@ -43,7 +43,8 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
                                if cfg.get("label_smoothing") else None,
                                param_groups=backbone_head_param_groups(model, float(cfg["lr"]), cfg.get("lr_backbone")),
                                ema=WeightEMA(model, float(cfg["ema_decay"])) if cfg.get("ema_decay") else None,
-                               select="last" if cfg.get("checkpoint") == "last" else "robust")
+                               select="last" if cfg.get("checkpoint") == "last" else "robust",
+                               progress=EpochProgress(int(cfg["epochs"]), val_label="val (in-sample)" if refit else "val"))
         trained.set_threshold(choose_threshold(trained, val, cfg.get("threshold", "0.5")))
         return trained, history
 
