@@ -232,12 +232,18 @@ def table(args):
         if ok and "p_covid" in ok[0] and len(ok) == max(r["fold"] for r in rs) + 1:  # every fold: pooled scores
             from robustct.metrics import point_metrics
 
+            ok.sort(key=lambda r: r["fold"])  # y and every p below in the same (fold) order
+
             y = np.concatenate([r["y"] for r in ok])
             stats += " pooled:" + "".join(
                 f" {tag}acc={m['accuracy']:.3f} {tag}auc={m['auc']:.3f}"
                 for tag in ("", "tta_") for m in [point_metrics(y, np.concatenate([r[f"{tag}p_covid"] for r in ok]), 0.5)])
+            stats += "\n        per fold (acc/auc): " + " ".join(f"{r['accuracy']:.3f}/{r['auc']:.3f}" for r in ok)
             if "epoch_p_covid" in ok[0]:  # pooled held-out score of every epoch (the last one: checkpoint "last")
                 n = min(len(r["epoch_p_covid"]) for r in ok)
+                stats += "\n        per fold, last epoch (acc/auc): " + " ".join(
+                    f"{m['accuracy']:.3f}/{m['auc']:.3f}" for r in ok
+                    for m in [point_metrics(np.asarray(r["y"]), np.asarray(r["epoch_p_covid"][-1]), 0.5)])
                 stats += "\n        per epoch (pooled acc/auc):" + "".join(
                     f" {e + 1}:{m['accuracy']:.3f}/{m['auc']:.3f}" for e in range(n)
                     for m in [point_metrics(y, np.concatenate([r["epoch_p_covid"][e] for r in ok]), 0.5)])

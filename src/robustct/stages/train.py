@@ -79,7 +79,7 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
                               tags={**tracking.standard_tags(split_dir), "stage": "train", "candidate": "baseline"}) as r:
             mlflow.log_params(tracking.flatten_params(cfg))
             tracking.log_split_inputs(mlflow, split_dir, ("train", "val"))
-            rename = (lambda k: k.replace("val_", "val_in_sample_", 1)) if refit else (lambda k: k)
+            rename = (lambda k: "val_in_sample_" + k[4:] if k.startswith("val_") else k) if refit else (lambda k: k)
             trained, history, metrics = body(lambda m, step: mlflow.log_metrics({rename(k): v for k, v in m.items()},
                                                                                step=step))
             mlflow.log_metrics({**metrics, "threshold": trained.config["threshold"]})
