@@ -156,10 +156,10 @@ def _train_clean(cfg: dict, fit, sel, dev, held_x=None, epoch_p: list | None = N
     from robustct.train import (SmoothedObjective, WeightEMA, backbone_head_param_groups, fit as fit_fn,
                                 make_augment, seed_everything)
 
-    c = {**_STATE["params"]["train"], **cfg}
-    if c.get("fit_on", "train") == "train_val":  # refit on fit + select with a fixed schedule (nothing to select)
-        if c.get("checkpoint") != "last":
-            raise ValueError("fit_on: train_val needs checkpoint: last (the select fold is trained on)")
+    from robustct.params import validated
+
+    c = validated({"train": {**_STATE["params"]["train"], **cfg}})["train"]  # the schema's rules (e.g. refit + last)
+    if c["fit_on"] == "train_val":  # refit on fit + select with a fixed schedule (nothing to select)
         fit = (torch.cat([fit[0], sel[0]]), torch.cat([fit[1], sel[1]]))
     seed_everything(int(c["seed"]))
     model = build_model(c["backbone"], str(c["weights"]), int(_STATE["size"]), float(c["dropout"]),

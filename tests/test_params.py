@@ -108,5 +108,6 @@ def test_refit_on_train_val_may_choose_nothing_on_val(over, bad):
     params["train"].update(fit_on="train_val", **over)
     problems = check_params(params)
     assert len(problems) == 1 and problems[0].startswith("train: ") and bad in problems[0], problems
+    assert problems[0].count("(got") == 1  # names only the key that is wrong
     params["train"].update(checkpoint="last", threshold="0.5")
     assert check_params(params) == []

@@ -147,10 +147,11 @@ class TrainParams(_Strict):
 
     @model_validator(mode="after")
     def _refit_selects_nothing(self):
-        if self.fit_on == "train_val" and (self.checkpoint != "last" or self.threshold != "0.5"):
+        wrong = [f"checkpoint: last (got {self.checkpoint})"] * (self.checkpoint != "last") + \
+            [f"threshold: \"0.5\" (got {self.threshold})"] * (self.threshold != "0.5")
+        if self.fit_on == "train_val" and wrong:
             raise ValueError("fit_on: train_val trains on the validation images, so nothing may be chosen on them: "
-                             f"set checkpoint: last (got {self.checkpoint}) and threshold: \"0.5\" "
-                             f"(got {self.threshold})")
+                             "set " + " and ".join(wrong))
         return self
 
 
