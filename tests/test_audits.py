@@ -123,6 +123,26 @@ def test_every_later_mlflow_run_carries_the_shortcut_tag(tmp_path, monkeypatch):
     assert tags["stage"] == "train"
 
 
+def test_provider_registers_whichever_module_is_imported_first():
+    """Importing robustct.runtags before mlflow once made a circular import: the provider silently failed to
+    register (one UserWarning) in that process. Checked in a fresh interpreter, where import order is real."""
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    if not any(e.name == "robustct_shortcut_audit" for e in entry_points(group="mlflow.run_context_provider")):
+        pytest.skip("robustct is not installed in this environment (no entry point); scripts/setup_env.sh installs it")
+    code = ("import warnings\n"
+            "warnings.simplefilter('error')\n"  # the registry's failure is only a UserWarning
+            "import robustct.runtags\n"
+            "import mlflow\n"
+            "from mlflow.tracking.context.registry import _run_context_provider_registry as reg\n"
+            "print(sum(isinstance(p, robustct.runtags.ShortcutAuditContext) for p in reg))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "1"
+
+
 def repo_params():
     from robustct.params import read_yaml
 

@@ -7,14 +7,16 @@ every ``mlflow.start_run`` in this project (train, attack, defend, promote, ...)
 - ``data.shortcut_warning``: ``none`` or the audits above the threshold (``raw``, ``processed``);
 - ``data.shortcut_auc_raw`` / ``data.shortcut_auc_processed``: cross-validated AUCs (3 decimals).
 
-Kept free of heavy imports: MLflow imports this module whenever it starts.
+Kept free of imports of MLflow itself: MLflow imports this module while it initialises (its context
+registry loads the entry points), so a module-level ``from mlflow... import RunContextProvider`` here
+made a circular import whenever this module was imported before ``mlflow`` (the provider then failed to
+register, with only a warning). The provider implements the two methods of MLflow's
+``RunContextProvider`` interface (``in_context``, ``tags``), which is all the registry calls.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-
-from mlflow.tracking.context.abstract_context import RunContextProvider
 
 AUDIT_FILE = Path("outputs") / "validate" / "shortcut_audit.json"
 
@@ -38,7 +40,7 @@ def shortcut_tags(audit_file: Path = AUDIT_FILE) -> dict[str, str]:
     return tags
 
 
-class ShortcutAuditContext(RunContextProvider):
+class ShortcutAuditContext:
     """Adds :func:`shortcut_tags` to every run started while the audit file exists."""
 
     def in_context(self) -> bool:
