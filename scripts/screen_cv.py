@@ -159,6 +159,9 @@ def _train_clean(cfg: dict, fit, sel, dev, held_x=None, epoch_p: list | None = N
     from robustct.params import validated
 
     c = validated({"train": {**_STATE["params"]["train"], **cfg}})["train"]  # the schema's rules (e.g. refit + last)
+    if int(c["image_size"]) != int(_STATE["size"]):  # the pack's images were resized once, at its size
+        raise ValueError(f"recipe image_size {c['image_size']} but the pack holds {_STATE['size']} px images: "
+                         f"build one with `screen_cv.py pack --size {c['image_size']}` and pass it as --pack")
     if c["fit_on"] == "train_val":  # refit on fit + select with a fixed schedule (nothing to select)
         fit = (torch.cat([fit[0], sel[0]]), torch.cat([fit[1], sel[1]]))
     seed_everything(int(c["seed"]))
