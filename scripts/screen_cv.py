@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -192,12 +193,17 @@ def run(args):
         recipes = [r for r in recipes if r["name"] in args.only.split(",")]
     eps = [parse_epsilon(e, "--epsilons") for e in args.epsilons.split(",")]
     jobs = [{**r, "fold": f, "k": args.folds, "seed": args.seed, "epsilons": eps}
-            for r in recipes for f in range(args.folds)]
-    print(f"{len(recipes)} recipes x {args.folds} folds = {len(jobs)} jobs on {args.workers} workers", flush=True)
+            for r in recipes for f in range(args.folds)
+            if not args.only_folds or str(f) in args.only_folds.split(",")]
+    print(f"{len(recipes)} recipes x {args.folds} folds ({args.only_folds or 'all'}) = {len(jobs)} jobs on "
+          f"{args.workers} workers", flush=True)
     t0 = time.perf_counter()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     ctx = mp.get_context("spawn")
     done = 0
+    # `kill` of this process: leave through the `with` below, whose exit terminates the worker processes (by
+    # default SIGTERM ends only this one and the workers run on, orphaned, holding the CPU)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with open(args.out, "a") as fh, ctx.Pool(args.workers, _init_worker,
                                              (args.pack, args.params, args.threads)) as pool:
         it = pool.imap_unordered(_job, jobs)
@@ -273,6 +279,7 @@ def main():
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--budget-s", type=float, default=3600)
     r.add_argument("--only", default="", help="comma-separated recipe names")
+    r.add_argument("--only-folds", default="", help="comma-separated fold indices (e.g. to finish a stopped round)")
     t = sub.add_parser("table")
     t.add_argument("results")
     args = ap.parse_args()
