@@ -202,3 +202,31 @@ def test_split_is_logged_as_a_dataset_input_with_a_data_version_digest(tmp_path,
     assert tracking.split_digest("dvc-md5:other", split / "val.csv") != by_name["covid-ct-val"].dataset.digest
     (split / "val.csv").write_text((split / "val.csv").read_text() + "extra,covid,1,gx\n")
     assert tracking.split_digest(version, split / "val.csv") != by_name["covid-ct-val"].dataset.digest
+
+
+def test_a_killed_stage_marks_its_mlflow_run_failed_not_running(tmp_path):
+    """SIGTERM inside an open run (what `kill` of a stage does): with the CLI's handler the run ends FAILED and
+    the process exits 143; without it the run would stay RUNNING in the store for ever."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, time, mlflow\n"
+        "from robustct.cli import exit_on_sigterm\n"
+        "exit_on_sigterm()\n"
+        f"mlflow.set_tracking_uri('sqlite:///{tmp_path}/mlflow.db')\n"
+        "with mlflow.start_run() as r:\n"
+        "    print(r.info.run_id, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(60)\n"
+        "print('not reached', flush=True)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "ROBUSTCT_"))}  # no store of others
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 143, out.stderr[-2000:]
+    run_id = out.stdout.split()[0]
+    assert "not reached" not in out.stdout
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    assert client.get_run(run_id).info.status == "FAILED"

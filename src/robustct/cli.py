@@ -62,8 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (``kill``, a CI timeout, a stopped ``dvc exp`` worker) into ``SystemExit(143)``.
+
+    By default SIGTERM ends the process on the spot: an open MLflow run stays ``RUNNING`` in the store forever and
+    no ``finally`` block or ``with`` exit runs. As an exception it unwinds the stage like an error does:
+    ``mlflow.start_run``'s context marks the run ``FAILED`` and temporary directories are removed.
+    """
+    import signal  # noqa: PLC0415
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    exit_on_sigterm()
     if hasattr(sys.stdout, "reconfigure"):  # under `dvc repro` stdout is a pipe: show progress lines as they happen
         sys.stdout.reconfigure(line_buffering=True)
     from .params import ParamsError, load_params  # noqa: PLC0415
