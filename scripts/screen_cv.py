@@ -116,8 +116,9 @@ def _job(job: dict) -> dict:
             model, history = _train_defend(job["cfg"], fit, sel, dev)
         else:
             epoch_p = []  # held-out P(COVID) after every epoch: scores "last" and fixed epochs from the same run
-            model, history = _train_clean(job["cfg"], fit, sel, dev, held[0], epoch_p)
-            row["epoch_p_covid"] = epoch_p
+            resolved = {}  # the whole train section the fold ran with (params.yaml + recipe): rows stay readable
+            model, history = _train_clean(job["cfg"], fit, sel, dev, held[0], epoch_p, resolved)  # after params change
+            row["epoch_p_covid"], row["train_params"] = epoch_p, resolved
         row["train_s"] = round(time.perf_counter() - t0, 1)
         row["selected_epoch"] = max((h["epoch"] for h in history if h.get("selected")), default=None)
         yh = held[1].numpy()
@@ -150,7 +151,7 @@ def _train_defend(cfg: dict, fit, sel, dev):
     return get_method(full["method"])(base, fit, sel, full, None)
 
 
-def _train_clean(cfg: dict, fit, sel, dev, held_x=None, epoch_p: list | None = None):
+def _train_clean(cfg: dict, fit, sel, dev, held_x=None, epoch_p: list | None = None, resolved: dict | None = None):
     import torch
 
     from robustct.models import build_model
@@ -160,6 +161,8 @@ def _train_clean(cfg: dict, fit, sel, dev, held_x=None, epoch_p: list | None = N
     from robustct.params import validated
 
     c = validated({"train": {**_STATE["params"]["train"], **cfg}})["train"]  # the schema's rules (e.g. refit + last)
+    if resolved is not None:
+        resolved.update(c)
     if int(c["image_size"]) != int(_STATE["size"]):  # the pack's images were resized once, at its size
         raise ValueError(f"recipe image_size {c['image_size']} but the pack holds {_STATE['size']} px images: "
                          f"build one with `screen_cv.py pack --size {c['image_size']}` and pass it as --pack")
