@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -189,6 +188,7 @@ def _train_clean(cfg: dict, fit, sel, dev, held_x=None, epoch_p: list | None = N
 def run(args):
     import multiprocessing as mp
 
+    from robustct.cli import exit_on_sigterm
     from robustct.epsilon import parse_epsilon
 
     recipes = load_grid(args.grid)
@@ -206,7 +206,7 @@ def run(args):
     done = 0
     # `kill` of this process: leave through the `with` below, whose exit terminates the worker processes (by
     # default SIGTERM ends only this one and the workers run on, orphaned, holding the CPU)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    exit_on_sigterm()
     with open(args.out, "a") as fh, ctx.Pool(args.workers, _init_worker,
                                              (args.pack, args.params, args.threads)) as pool:
         it = pool.imap_unordered(_job, jobs)
