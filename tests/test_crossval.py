@@ -68,14 +68,43 @@ def test_perfect_and_chance_recipes_give_known_means_and_selection_is_separate()
     d = res.to_dict()
     assert d["accuracy"] == {"mean": 1.0, "std": 0.0, "min": 1.0, "max": 1.0} and d["auc"]["mean"] == 1.0
     assert tracker.runs == [("cv-fold-0", True), ("cv-fold-1", True), ("cv-fold-2", True)]
-    assert [m["cv_accuracy"] for m in tracker.metrics] == [1.0, 1.0, 1.0]
+    assert [m["cv_accuracy"] for m in tracker.metrics[:3]] == [1.0, 1.0, 1.0]
     assert all(a + b + c == len(y) and b > 0 for a, b, c in seen)  # fit + select + held out = all
+    assert np.array_equal(res.p_covid, y.numpy()) and sorted(set(res.fold)) == [0, 1, 2]  # in input order
+    assert d["pooled_out_of_fold"]["accuracy"] == 1.0 and d["pooled_out_of_fold"]["auc"] == 1.0
+    assert tracker.metrics[-1] == {"cv_pooled_accuracy": 1.0, "cv_pooled_auc": 1.0, "cv_mean_accuracy": 1.0,
+                                   "cv_mean_auc": 1.0}  # on the parent run
 
     res = cross_validate(x, y, groups, 3, 0, lambda tr, sel, hx: np.ones(len(hx)), progress=None)
     acc = [f.accuracy for f in res.folds]  # always COVID: accuracy = COVID share of the fold
     assert res.to_dict()["accuracy"]["mean"] == pytest.approx(np.mean(acc))
     assert res.to_dict()["accuracy"]["std"] == pytest.approx(np.std(acc, ddof=1))
     assert all(f.auc == 0.5 for f in res.folds)
+    # pooled: the COVID share of all images (not the mean of the folds' shares), sensitivity 1, specificity 0
+    assert res.pooled()["accuracy"] == pytest.approx(y.numpy().mean())
+    assert res.pooled()["sensitivity"] == 1.0 and res.pooled()["specificity"] == 0.0
+
+
+def test_pooled_accuracy_weights_folds_by_size_not_equally():
+    x, y, groups = data(n_groups=31, per=1)  # 31 images in 3 folds: sizes differ
+    calls = []
+
+    def wrong_on_fold_0(train, select, held_x):
+        calls.append(1)
+        p = held_x.flatten(1)[:, 0].numpy()
+        return 1 - p if len(calls) == 1 else p
+
+    res = cross_validate(x, y, groups, 3, 0, wrong_on_fold_0, progress=None)
+    n0 = res.folds[0].n_held_out
+    assert [f.accuracy for f in res.folds] == [0.0, 1.0, 1.0]
+    assert res.pooled()["accuracy"] == pytest.approx(1 - n0 / 31)
+    assert res.summary("accuracy")["mean"] == pytest.approx(2 / 3)
+
+
+def test_a_recipe_returning_the_wrong_number_of_probabilities_is_an_error():
+    x, y, groups = data()
+    with pytest.raises(ValueError, match="fold 0: the recipe returned"):
+        cross_validate(x, y, groups, 3, 0, lambda tr, sel, hx: np.ones(len(hx) + 1), progress=None)
 
 
 
@@ -118,6 +147,14 @@ def test_train_stage_writes_cv_json_with_one_result_per_fold(tmp_path):
     assert sum(f["n_held_out"] for f in cv["folds"]) == 24  # every train+val image held out once
     assert all(0 <= f["accuracy"] <= 1 for f in cv["folds"])
     assert cv["accuracy"]["mean"] == sum(f["accuracy"] for f in cv["folds"]) / 2
+    oof = cv["out_of_fold"]  # one prediction per train+val image, named by its path, from the fold holding it out
+    assert len(set(oof["path"])) == 24 and all(0 <= p <= 1 for p in oof["p_covid"])
+    for i, f in enumerate(cv["folds"]):
+        sel = [j for j, fo in enumerate(oof["fold"]) if fo == i]
+        assert len(sel) == f["n_held_out"]
+        correct = sum((oof["p_covid"][j] >= 0.5) == oof["y"][j] for j in sel)
+        assert correct / len(sel) == pytest.approx(f["accuracy"], abs=1e-9)
+    assert 0 <= cv["pooled_out_of_fold"]["accuracy"] <= 1
 
 
 def test_refit_on_train_val_trains_on_both_and_names_val_numbers_in_sample(tmp_path, monkeypatch):

@@ -39,11 +39,24 @@ class FoldResult:
 
 @dataclass(frozen=True)
 class CVResult:
-    """Fold results with mean and sample standard deviation (ddof=1) of accuracy and AUC."""
+    """Fold results with mean and sample standard deviation (ddof=1) of accuracy and AUC, and the
+    out-of-fold predictions: ``p_covid[i]`` (float in [0, 1]) is image ``i``'s P(COVID) from the one
+    model that did not train on it, ``fold[i]`` the fold that held it out (both length N, in input order).
+    """
 
     k: int
     seed: int
     folds: list[FoldResult] = field(default_factory=list)
+    y: np.ndarray | None = None
+    p_covid: np.ndarray | None = None
+    fold: np.ndarray | None = None
+
+    def pooled(self) -> dict:
+        """Metrics of all N out-of-fold predictions together (threshold 0.5): one number per recipe that
+        does not weight small folds up; accuracy, auc, sensitivity, specificity, f1 (floats)."""
+        if self.p_covid is None:
+            raise ValueError("no out-of-fold predictions stored (CVResult built without y/p_covid)")
+        return point_metrics(self.y, self.p_covid, 0.5)
 
     def summary(self, metric: str) -> dict:
         v = np.array([getattr(f, metric) for f in self.folds], dtype=float)
@@ -51,9 +64,12 @@ class CVResult:
                 "min": float(np.nanmin(v)), "max": float(np.nanmax(v))}
 
     def to_dict(self) -> dict:
-        return {"k": self.k, "seed": self.seed, "method": "patient-grouped stratified k-fold (StratifiedGroupKFold)",
-                "accuracy": self.summary("accuracy"), "auc": self.summary("auc"),
-                "folds": [asdict(f) for f in self.folds]}
+        d = {"k": self.k, "seed": self.seed, "method": "patient-grouped stratified k-fold (StratifiedGroupKFold)",
+             "accuracy": self.summary("accuracy"), "auc": self.summary("auc"),
+             "folds": [asdict(f) for f in self.folds]}
+        if self.p_covid is not None:
+            d["pooled_out_of_fold"] = self.pooled()
+        return d
 
 
 def patient_folds(labels, groups, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -107,14 +123,21 @@ def cross_validate(x: torch.Tensor, y: torch.Tensor, groups, k: int, seed: int, 
         progress: one line per fold (None: silent).
 
     Returns:
-        :class:`CVResult`.
+        :class:`CVResult` with every image's out-of-fold P(COVID).
+
+    Raises:
+        ValueError: as :func:`patient_folds`, or ``train_fold`` returned a wrong number of probabilities.
     """
     y_np, groups = y.cpu().numpy(), np.asarray(groups)
     folds = []
+    oof, fold_of = np.full(len(y_np), np.nan), np.full(len(y_np), -1)
     for i, (fit_idx, sel_idx, ho) in enumerate(nested_folds(y_np, groups, k, seed)):
 
         def one_fold():
             p = np.asarray(train_fold((x[fit_idx], y[fit_idx]), (x[sel_idx], y[sel_idx]), x[ho]), dtype=float)
+            if p.shape != (len(ho),):
+                raise ValueError(f"fold {i}: the recipe returned {p.shape} probabilities for {len(ho)} held-out images")
+            oof[ho], fold_of[ho] = p, i
             m = point_metrics(y_np[ho], p, 0.5)
             return FoldResult(i, len(fit_idx), len(sel_idx), len(ho), int(len(np.unique(groups[ho]))),
                               m["accuracy"], m["auc"])
@@ -130,7 +153,13 @@ def cross_validate(x: torch.Tensor, y: torch.Tensor, groups, k: int, seed: int, 
         if progress:
             progress(f"cv fold {i + 1}/{k}: held-out accuracy {res.accuracy:.3f} auc {res.auc:.3f} "
                      f"({res.n_held_out} images, {res.held_out_groups} patients)")
-    return CVResult(k, seed, folds)
+    res = CVResult(k, seed, folds, y_np.astype(int), oof, fold_of)
+    if tracker is not None:  # on the parent run: the numbers a recipe comparison reads
+        pooled = res.pooled()
+        tracker.log_metrics({"cv_pooled_accuracy": pooled["accuracy"], "cv_pooled_auc": pooled["auc"],
+                             "cv_mean_accuracy": res.summary("accuracy")["mean"],
+                             "cv_mean_auc": res.summary("auc")["mean"]})
+    return res
 
 
 __all__ = ["CVResult", "FoldResult", "TrainFold", "cross_validate", "nested_folds", "patient_folds"]

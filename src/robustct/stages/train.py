@@ -53,11 +53,13 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
         if not k:
             write_json(out_dir / "cv.json", {"k": 0, "skipped": "train.cv_folds is 0"})
         else:
-            groups = pd.concat([read_split(split_dir, "train").group, read_split(split_dir, "val").group])
-            res = cross_validate(torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]), groups.to_numpy(),
+            table = pd.concat([read_split(split_dir, "train"), read_split(split_dir, "val")])
+            res = cross_validate(torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]), table.group.to_numpy(),
                                  k, int(cfg["seed"]), lambda tr, sel, hx: predict(recipe(tr, sel, None)[0], hx)[:, 1]
                                  .numpy(), tracker=tracker)
-            write_json(out_dir / "cv.json", res.to_dict())
+            oof = {"path": table.path.tolist(), "fold": res.fold.tolist(), "y": res.y.tolist(),
+                   "p_covid": [round(float(v), 6) for v in res.p_covid]}  # for paired comparisons of recipes
+            write_json(out_dir / "cv.json", {**res.to_dict(), "out_of_fold": oof})
 
     def body(log):
         trained, history = recipe(train, val, log)
