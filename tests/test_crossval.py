@@ -185,3 +185,56 @@ def test_refit_on_train_val_trains_on_both_and_names_val_numbers_in_sample(tmp_p
     metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
     assert "val_in_sample_accuracy" in metrics and "val_accuracy" not in metrics
     assert metrics["selected_epoch"] == 2
+
+
+def _cv(p, fold, y, paths=None):
+    paths = paths or [f"img{i:02d}.png" for i in range(len(p))]
+    return {"k": int(max(fold)) + 1, "out_of_fold": {"path": paths, "fold": fold, "y": y, "p_covid": p}}
+
+
+def test_compare_counts_gained_and_lost_images_folds_and_the_sign_test():
+    y = [1, 1, 0, 0, 1, 1, 0, 0, 1, 0]
+    fold = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
+    default = [0.9, 0.4, 0.1, 0.6, 0.9, 0.4, 0.1, 0.2, 0.7, 0.3]  # wrong: images 1, 3, 5
+    better = [0.9, 0.6, 0.1, 0.4, 0.9, 0.6, 0.1, 0.2, 0.7, 0.3]   # right on all
+    from robustct.crossval import compare_out_of_fold
+
+    res = compare_out_of_fold(_cv(better, fold, y), _cv(default, fold, y))
+    assert (res["gained"], res["lost"]) == (3, 0) and res["sign_test_p"] == pytest.approx(0.25)  # 2 * 0.5**3
+    assert res["fold_accuracy"]["default"] == [0.5, 0.75, 1.0] and res["fold_accuracy"]["challenger"] == [1, 1, 1]
+    assert (res["folds_higher"], res["folds_equal"]) == (2, 1)
+    assert res["pooled"]["challenger"]["accuracy"] == 1.0 and res["pooled"]["default"]["accuracy"] == 0.7
+    assert res["passes"] and "2 of 3 folds" in res["rule"]
+    assert not compare_out_of_fold(_cv(better, fold, y), _cv(default, fold, y), min_folds_higher=3)["passes"]
+    assert not compare_out_of_fold(_cv(default, fold, y), _cv(better, fold, y))["passes"]
+    # matched by path, not by position
+    rev = _cv(better[::-1], fold[::-1], y[::-1], [f"img{i:02d}.png" for i in range(10)][::-1])
+    assert compare_out_of_fold(rev, _cv(default, fold, y))["gained"] == 3
+
+
+def test_compare_refuses_results_from_different_folds_or_without_predictions():
+    from robustct.crossval import compare_out_of_fold
+
+    y, p = [1, 0, 1, 0], [0.6, 0.4, 0.6, 0.4]
+    with pytest.raises(ValueError, match="different labels or folds"):
+        compare_out_of_fold(_cv(p, [0, 0, 1, 1], y), _cv(p, [0, 1, 0, 1], y))
+    with pytest.raises(ValueError, match="different images"):
+        compare_out_of_fold(_cv(p, [0, 0, 1, 1], y), _cv(p, [0, 0, 1, 1], y, ["a", "b", "c", "d"]))
+    with pytest.raises(ValueError, match="no out_of_fold predictions"):
+        compare_out_of_fold({"k": 2, "accuracy": {}}, _cv(p, [0, 0, 1, 1], y))
+
+
+def test_cv_compare_command_exit_codes(tmp_path, capsys):
+    import json
+
+    from robustct.cli import main
+
+    y, fold = [1, 0, 1, 0, 1, 0], [0, 0, 1, 1, 2, 2]
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(_cv([0.9, 0.1, 0.8, 0.2, 0.7, 0.3], fold, y)))
+    bad.write_text(json.dumps(_cv([0.4, 0.1, 0.8, 0.6, 0.7, 0.3], fold, y)))
+    assert main(["cv-compare", str(good), str(bad)]) == 0
+    assert "PASS" in capsys.readouterr().out
+    assert main(["cv-compare", str(bad), str(good)]) == 1
+    assert main(["cv-compare", str(bad), str(tmp_path / "missing.json")]) == 2
+    assert "missing.json" in capsys.readouterr().err

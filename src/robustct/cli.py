@@ -59,7 +59,46 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("evaluate", "attack"):
             p.add_argument("--model-dir", help="folder with the candidate's model.pt and run.json "
                                                "(default: params.yaml candidates.<candidate>.model)")
+    cmp = sub.add_parser("cv-compare", help=CV_COMPARE, description=CV_COMPARE)
+    cmp.add_argument("challenger", help="cv.json of the challenger recipe (outputs/train/cv.json or the MLflow "
+                                        "artifact of its train run)")
+    cmp.add_argument("default", help="cv.json of the current default recipe, cross-validated on the same folds")
+    cmp.add_argument("--min-folds-higher", type=int, help="folds on which the challenger's accuracy must be "
+                                                          "higher (default: a majority of the folds)")
+    cmp.add_argument("--json", action="store_true", help="print the comparison as JSON")
     return parser
+
+
+CV_COMPARE = ("compare two recipes' cross-validation results (train.cv_folds) image by image: pooled accuracy "
+              "and AUC, per-fold accuracy, images gained and lost, exact sign test; exit 0 if the challenger "
+              "passes the adoption rule of docs/models.md, else 1")
+
+
+def cv_compare_main(args) -> int:
+    """``robustct cv-compare``: print :func:`robustct.crossval.compare_out_of_fold`; exit 0 on a pass, 1 if the
+    challenger does not pass, 2 on unreadable or incomparable files."""
+    import json  # noqa: PLC0415
+
+    from .crossval import compare_out_of_fold  # noqa: PLC0415
+
+    try:
+        a, b = (json.loads(Path(f).read_text()) for f in (args.challenger, args.default))
+        res = compare_out_of_fold(a, b, args.min_folds_higher)
+    except (OSError, json.JSONDecodeError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        for name in ("challenger", "default"):
+            p = res["pooled"][name]
+            folds = " ".join(f"{v:.3f}" for v in res["fold_accuracy"][name])
+            print(f"{name:>10}: pooled accuracy {p['accuracy']:.3f} AUC {p['auc']:.3f} sensitivity "
+                  f"{p['sensitivity']:.3f} specificity {p['specificity']:.3f} | per-fold accuracy {folds}")
+        print(f"challenger higher on {res['folds_higher']} folds ({res['folds_equal']} equal); images gained "
+              f"{res['gained']}, lost {res['lost']} (two-sided exact sign test p = {res['sign_test_p']:.2f})")
+        print(f"rule ({res['rule']}): {'PASS' if res['passes'] else 'not passed'}")
+    return 0 if res["passes"] else 1
 
 
 def exit_on_sigterm() -> None:
@@ -81,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.reconfigure(line_buffering=True)
     from .params import ParamsError, load_params  # noqa: PLC0415
 
+    if args.command == "cv-compare":
+        return cv_compare_main(args)
     try:
         params = load_params(args.params)
     except (ParamsError, FileNotFoundError) as exc:

@@ -162,4 +162,62 @@ def cross_validate(x: torch.Tensor, y: torch.Tensor, groups, k: int, seed: int, 
     return res
 
 
-__all__ = ["CVResult", "FoldResult", "TrainFold", "cross_validate", "nested_folds", "patient_folds"]
+def compare_out_of_fold(challenger: dict, default: dict, min_folds_higher: int | None = None) -> dict:
+    """Paired comparison of two recipes' cross-validation results on the same images and folds.
+
+    The adoption rule of docs/models.md: the challenger replaces the default only if its pooled out-of-fold
+    accuracy **and** AUC are both higher and its accuracy is higher on at least ``min_folds_higher`` folds
+    (default: a majority, ``k // 2 + 1``). Images are matched by path; the exact two-sided sign test on the
+    images only one recipe gets right (scipy ``binomtest``) says how far the difference is from chance.
+
+    Args:
+        challenger, default: ``cv.json`` contents written by the train stage with ``train.cv_folds`` > 0
+            (keys ``k`` and ``out_of_fold`` = ``{"path", "fold", "y", "p_covid"}`` lists).
+
+    Returns:
+        dict: ``pooled`` (accuracy and AUC of each), ``fold_accuracy`` (two lists), ``folds_higher``,
+        ``folds_equal``, ``gained`` / ``lost`` (images the challenger gets right / wrong that the default gets
+        wrong / right, threshold 0.5), ``sign_test_p``, ``passes`` (bool) and ``rule`` (text).
+
+    Raises:
+        ValueError: a result without out-of-fold predictions, different images, labels or folds (the two were
+            not cross-validated on the same folds and cannot be compared pairwise).
+    """
+    from scipy.stats import binomtest  # noqa: PLC0415
+
+    tables = []
+    for name, d in (("challenger", challenger), ("default", default)):
+        oof = d.get("out_of_fold")
+        if not oof:
+            raise ValueError(f"the {name} result has no out_of_fold predictions (written by the train stage with "
+                             "train.cv_folds > 0 since 2026-11-30; rerun that trial)")
+        order = np.argsort(oof["path"], kind="stable")
+        tables.append({key: np.asarray(oof[key])[order] for key in ("path", "fold", "y", "p_covid")})
+    a, b = tables
+    if not np.array_equal(a["path"], b["path"]):
+        raise ValueError("the two results hold out different images: not the same data version or split")
+    if not (np.array_equal(a["y"], b["y"]) and np.array_equal(a["fold"], b["fold"])):
+        raise ValueError("the two results use different labels or folds (train.seed or cv_folds differ): "
+                         "a paired comparison needs the same folds")
+    k = int(challenger["k"])
+    need = k // 2 + 1 if min_folds_higher is None else int(min_folds_higher)
+    right_a, right_b = (a["p_covid"] >= 0.5) == a["y"], (b["p_covid"] >= 0.5) == b["y"]
+    pooled = {n: point_metrics(t["y"], t["p_covid"], 0.5) for n, t in (("challenger", a), ("default", b))}
+    acc = {n: [float(r[t["fold"] == f].mean()) for f in range(k)] for n, t, r in
+           (("challenger", a, right_a), ("default", b, right_b))}
+    higher = sum(x > y for x, y in zip(acc["challenger"], acc["default"]))
+    gained, lost = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
+    passes = (pooled["challenger"]["accuracy"] > pooled["default"]["accuracy"]
+              and pooled["challenger"]["auc"] > pooled["default"]["auc"] and higher >= need)
+    return {"pooled": {n: {m: pooled[n][m] for m in ("accuracy", "auc", "sensitivity", "specificity")}
+                       for n in pooled},
+            "fold_accuracy": acc, "folds_higher": int(higher),
+            "folds_equal": int(sum(x == y for x, y in zip(acc["challenger"], acc["default"]))),
+            "gained": gained, "lost": lost,
+            "sign_test_p": float(binomtest(gained, gained + lost).pvalue) if gained + lost else 1.0,
+            "passes": bool(passes),
+            "rule": f"pooled accuracy and AUC both higher, accuracy higher on >= {need} of {k} folds"}
+
+
+__all__ = ["CVResult", "FoldResult", "TrainFold", "compare_out_of_fold", "cross_validate", "nested_folds",
+           "patient_folds"]
