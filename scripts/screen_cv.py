@@ -18,6 +18,8 @@ Usage:
     PYTHONPATH=src python scripts/screen_cv.py run --pack screen/pack.pt --grid scripts/screen_grid.yaml \\
         --out screen/results.jsonl --workers 8 --budget-s 480
     PYTHONPATH=src python scripts/screen_cv.py table screen/results.jsonl                 # mean / std per recipe
+    PYTHONPATH=src python scripts/screen_cv.py to-cv screen/results.jsonl --name c05_batch16 --out c05.json
+        # one train recipe's held-out rows as a cv.json (paths from the split), for `robustct cv-compare`
 """
 from __future__ import annotations
 
@@ -262,6 +264,39 @@ def table(args):
         print(f"{kind:6s} {name:28s} folds={len(ok)} {stats}" + (f" ERRORS {errors}" if errors else ""))
 
 
+def to_cv(args):
+    """Write one ``train`` recipe's rows in the train stage's ``cv.json`` format (``k``, ``seed``,
+    ``pooled_out_of_fold``, ``out_of_fold`` by image path), so ``robustct cv-compare`` pairs it with a
+    ``dvc exp`` trial. The rows must come from the pack of ``--split`` (train then val, in split order) and
+    ``--folds`` / ``--seed`` must be the ones of that round: each row's labels are checked against them."""
+    import pandas as pd
+
+    from robustct.crossval import nested_folds
+    from robustct.io import read_split, write_json
+    from robustct.metrics import point_metrics
+
+    table = pd.concat([read_split(Path(args.split), "train"), read_split(Path(args.split), "val")])
+    y = table.label_index.to_numpy()
+    folds = nested_folds(y, table.group.to_numpy(), args.folds, args.seed)
+    p, fold = np.full(len(y), np.nan), np.full(len(y), -1)
+    for line in Path(args.results).read_text().splitlines():
+        r = json.loads(line) if line.strip() else {}
+        if r.get("kind") != "train" or r.get("name") != args.name or "error" in r:
+            continue
+        held = folds[r["fold"]][2]
+        if list(y[held]) != r["y"]:
+            sys.exit(f"error: {args.results}: fold {r['fold']} of {args.name} holds other images than "
+                     f"--split {args.split} with --folds {args.folds} --seed {args.seed}; pass that round's values")
+        p[held], fold[held] = r["p_covid"], r["fold"]
+    if np.isnan(p).any():
+        sys.exit(f"error: {args.results}: {args.name} lacks folds {sorted(set(range(args.folds)) - set(fold))}")
+    write_json(Path(args.out), {"k": args.folds, "seed": args.seed, "source": f"{args.results} ({args.name})",
+                                "pooled_out_of_fold": point_metrics(y, p, 0.5),
+                                "out_of_fold": {"path": table.path.tolist(), "fold": fold.tolist(),
+                                                "y": y.tolist(), "p_covid": p.tolist()}})
+    print(f"{args.out}: {len(y)} out-of-fold predictions of {args.name}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -285,8 +320,15 @@ def main():
     r.add_argument("--only-folds", default="", help="comma-separated fold indices (e.g. to finish a stopped round)")
     t = sub.add_parser("table")
     t.add_argument("results")
+    c = sub.add_parser("to-cv")
+    c.add_argument("results")
+    c.add_argument("--name", required=True, help="a train recipe of the rows")
+    c.add_argument("--out", required=True)
+    c.add_argument("--split", default="outputs/split")
+    c.add_argument("--folds", type=int, default=5)
+    c.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    {"pack": pack, "run": run, "table": table}[args.cmd](args)
+    {"pack": pack, "run": run, "table": table, "to-cv": to_cv}[args.cmd](args)
 
 
 if __name__ == "__main__":
