@@ -175,9 +175,9 @@ def compare_out_of_fold(challenger: dict, default: dict, min_folds_higher: int |
             (keys ``k`` and ``out_of_fold`` = ``{"path", "fold", "y", "p_covid"}`` lists).
 
     Returns:
-        dict: ``pooled`` (accuracy and AUC of each), ``fold_accuracy`` (two lists), ``folds_higher``,
-        ``folds_equal``, ``gained`` / ``lost`` (images the challenger gets right / wrong that the default gets
-        wrong / right, threshold 0.5), ``sign_test_p``, ``passes`` (bool) and ``rule`` (text).
+        dict: ``pooled`` (accuracy, AUC, sensitivity, specificity of each), ``fold_accuracy`` (two lists of
+        k), ``folds_higher``, ``folds_equal``, ``gained`` / ``lost`` (images the challenger gets right / wrong
+        that the default gets wrong / right, threshold 0.5), ``sign_test_p``, ``passes`` (bool) and ``rule`` (text).
 
     Raises:
         ValueError: a result without out-of-fold predictions, different images, labels or folds (the two were
