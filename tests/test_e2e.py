@@ -162,7 +162,7 @@ def test_runs_and_registry_after_passing_gate(project):
     attack_runs = {r.data.tags.get("candidate") for r in runs if r.data.tags.get("stage") == "attack"}
     assert attack_runs == {"baseline", "defended"}
     train = next(r for r in runs if r.data.tags.get("stage") == "train")
-    assert {"git_commit", "data_version", "split_test_sha256"} <= set(train.data.tags)
+    assert {"git_commit", "data_version", "split_test_sha256", "torch_num_threads", "device"} <= set(train.data.tags)
     val = "val_in_sample_accuracy" if small_params()["train"]["fit_on"] == "train_val" else "val_accuracy"
     assert "test_accuracy" in train.data.metrics and val in train.data.metrics  # refit: validation was trained on
     verdict = json.loads((root / "outputs/promote/verdict.json").read_text())

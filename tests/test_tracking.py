@@ -230,3 +230,16 @@ def test_a_killed_stage_marks_its_mlflow_run_failed_not_running(tmp_path):
 
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     assert client.get_run(run_id).info.status == "FAILED"
+
+
+def test_every_run_is_tagged_with_what_decides_the_bits_of_a_model():
+    import torch
+
+    tags = tracking.standard_tags()
+    assert tags["torch_num_threads"] == str(torch.get_num_threads()) and tags["torch_version"] == torch.__version__
+    assert tags["device"] in ("cpu", "cuda") or tags["device"].startswith("cuda:")
+    torch.set_num_threads(1)
+    try:
+        assert tracking.standard_tags()["torch_num_threads"] == "1"
+    finally:
+        torch.set_num_threads(int(tags["torch_num_threads"]))

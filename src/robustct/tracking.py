@@ -407,8 +407,15 @@ def data_version(dvc_file: Path = Path("data.dvc")) -> str:
 
 
 def standard_tags(split_dir: Path | None = None) -> dict[str, str]:
-    """Tags for every run: git commit, data version, split files' hashes."""
-    tags = {"git_commit": git_commit(), "data_version": data_version()}
+    """Tags for every run: git commit, data version, split files' hashes, and what else decides the bits of a
+    trained model: torch version, device and the number of torch intra-op threads (the same recipe trained with
+    one thread instead of two is a different model; docs/operations.md, "Reproducibility")."""
+    import torch  # noqa: PLC0415  (the stages that track have it loaded)
+
+    from .io import device  # noqa: PLC0415
+
+    tags = {"git_commit": git_commit(), "data_version": data_version(), "torch_version": torch.__version__,
+            "device": str(device()), "torch_num_threads": str(torch.get_num_threads())}
     if split_dir is not None:
         for name in ("train", "val", "test"):
             f = Path(split_dir) / f"{name}.csv"
