@@ -265,35 +265,36 @@ def table(args):
 
 
 def to_cv(args):
-    """Write one ``train`` recipe's rows in the train stage's ``cv.json`` format (``k``, ``seed``,
-    ``pooled_out_of_fold``, ``out_of_fold`` by image path), so ``robustct cv-compare`` pairs it with a
-    ``dvc exp`` trial. The rows must come from the pack of ``--split`` (train then val, in split order) and
-    ``--folds`` / ``--seed`` must be the ones of that round: each row's labels are checked against them."""
+    """Write one ``train`` recipe's rows as the train stage's ``cv.json`` (:meth:`robustct.crossval.CVResult.to_dict`
+    with paths), so ``robustct cv-compare`` pairs it with a ``dvc exp`` trial. The rows must come from the pack of
+    ``--split`` (train then val, in split order) and ``--folds`` / ``--seed`` must be the ones of that round: each
+    row's labels are checked against them."""
     import pandas as pd
 
-    from robustct.crossval import nested_folds
+    from robustct.crossval import CVResult, FoldResult, nested_folds
     from robustct.io import read_split, write_json
     from robustct.metrics import point_metrics
 
     table = pd.concat([read_split(Path(args.split), "train"), read_split(Path(args.split), "val")])
-    y = table.label_index.to_numpy()
-    folds = nested_folds(y, table.group.to_numpy(), args.folds, args.seed)
-    p, fold = np.full(len(y), np.nan), np.full(len(y), -1)
+    y, groups = table.label_index.to_numpy(), table.group.to_numpy()
+    folds = nested_folds(y, groups, args.folds, args.seed)
+    p, fold, results = np.full(len(y), np.nan), np.full(len(y), -1), {}
     for line in Path(args.results).read_text().splitlines():
         r = json.loads(line) if line.strip() else {}
         if r.get("kind") != "train" or r.get("name") != args.name or "error" in r:
             continue
-        held = folds[r["fold"]][2]
+        fit, sel, held = folds[r["fold"]]
         if list(y[held]) != r["y"]:
             sys.exit(f"error: {args.results}: fold {r['fold']} of {args.name} holds other images than "
                      f"--split {args.split} with --folds {args.folds} --seed {args.seed}; pass that round's values")
         p[held], fold[held] = r["p_covid"], r["fold"]
+        m = point_metrics(y[held], p[held], 0.5)
+        results[r["fold"]] = FoldResult(r["fold"], len(fit), len(sel), len(held), len(set(groups[held])),
+                                        m["accuracy"], m["auc"])
     if np.isnan(p).any():
         sys.exit(f"error: {args.results}: {args.name} lacks folds {sorted(set(range(args.folds)) - set(fold))}")
-    write_json(Path(args.out), {"k": args.folds, "seed": args.seed, "source": f"{args.results} ({args.name})",
-                                "pooled_out_of_fold": point_metrics(y, p, 0.5),
-                                "out_of_fold": {"path": table.path.tolist(), "fold": fold.tolist(),
-                                                "y": y.tolist(), "p_covid": p.tolist()}})
+    res = CVResult(args.folds, args.seed, [results[f] for f in sorted(results)], y.astype(int), p, fold)
+    write_json(Path(args.out), {**res.to_dict(paths=table.path.tolist()), "source": f"{args.results} ({args.name})"})
     print(f"{args.out}: {len(y)} out-of-fold predictions of {args.name}")
 
 

@@ -105,6 +105,9 @@ def test_a_recipe_returning_the_wrong_number_of_probabilities_is_an_error():
     x, y, groups = data()
     with pytest.raises(ValueError, match="fold 0: the recipe returned"):
         cross_validate(x, y, groups, 3, 0, lambda tr, sel, hx: np.ones(len(hx) + 1), progress=None)
+    res = cross_validate(x, y, groups, 3, 0, lambda tr, sel, hx: np.ones(len(hx)), progress=None)
+    with pytest.raises(ValueError, match="89 paths for 90 out-of-fold predictions"):
+        res.to_dict(paths=[f"{i}.png" for i in range(89)])
 
 
 

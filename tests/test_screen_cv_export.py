@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
 
 from conftest import REPO
 from robustct.crossval import compare_out_of_fold, nested_folds
@@ -46,7 +48,10 @@ def test_rows_become_out_of_fold_predictions_by_path_and_a_wrong_round_is_refuse
     res = _run(rows, "--name", "r", "--out", out, "--split", split, "--folds", 3, "--seed", 0)
     assert res.returncode == 0, res.stderr
     cv = json.loads(out.read_text())
-    assert cv["out_of_fold"]["path"] == table.path.tolist() and cv["out_of_fold"]["p_covid"] == p_true.tolist()
+    assert cv["out_of_fold"]["path"] == table.path.tolist()
+    assert cv["out_of_fold"]["p_covid"] == pytest.approx(p_true.tolist(), abs=5e-7)  # 6 decimals, as the stage's
+    assert [f["n_held_out"] for f in cv["folds"]] == [len(ho) for *_, ho in folds]  # the stage's cv.json schema
+    assert cv["pooled_out_of_fold"]["auc"] == pytest.approx(roc_auc_score(y, p_true))  # all 48 images pooled
     assert sorted(set(cv["out_of_fold"]["fold"])) == [0, 1, 2]
     assert compare_out_of_fold(cv, cv)["gained"] == 0  # pairs with itself: same images and folds
 

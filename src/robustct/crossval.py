@@ -63,12 +63,19 @@ class CVResult:
         return {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v, ddof=1)) if len(v) > 1 else float("nan"),
                 "min": float(np.nanmin(v)), "max": float(np.nanmax(v))}
 
-    def to_dict(self) -> dict:
+    def to_dict(self, paths: list[str] | None = None) -> dict:
+        """The ``cv.json`` contents. With ``paths`` (N image paths, input order) also ``out_of_fold``:
+        ``{"path", "fold", "y", "p_covid"}`` lists, what :func:`compare_out_of_fold` pairs images by."""
         d = {"k": self.k, "seed": self.seed, "method": "patient-grouped stratified k-fold (StratifiedGroupKFold)",
              "accuracy": self.summary("accuracy"), "auc": self.summary("auc"),
              "folds": [asdict(f) for f in self.folds]}
         if self.p_covid is not None:
             d["pooled_out_of_fold"] = self.pooled()
+            if paths is not None:
+                if len(paths) != len(self.p_covid):
+                    raise ValueError(f"{len(paths)} paths for {len(self.p_covid)} out-of-fold predictions")
+                d["out_of_fold"] = {"path": list(paths), "fold": self.fold.tolist(), "y": self.y.tolist(),
+                                    "p_covid": [round(float(v), 6) for v in self.p_covid]}
         return d
 
 

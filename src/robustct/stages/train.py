@@ -57,9 +57,7 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
             res = cross_validate(torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]), table.group.to_numpy(),
                                  k, int(cfg["seed"]), lambda tr, sel, hx: predict(recipe(tr, sel, None)[0], hx)[:, 1]
                                  .numpy(), tracker=tracker)
-            oof = {"path": table.path.tolist(), "fold": res.fold.tolist(), "y": res.y.tolist(),
-                   "p_covid": [round(float(v), 6) for v in res.p_covid]}  # for paired comparisons of recipes
-            write_json(out_dir / "cv.json", {**res.to_dict(), "out_of_fold": oof})
+            write_json(out_dir / "cv.json", res.to_dict(paths=table.path.tolist()))  # paths: paired comparisons
 
     def body(log):
         trained, history = recipe(train, val, log)
