@@ -145,6 +145,68 @@ class WeightEMA:
                 v.copy_(src[k])
 
 
+@torch.no_grad()
+def uniform_soup(models: list[nn.Module], bn_images: torch.Tensor | None = None, batch_size: int = 64) -> nn.Module:
+    """Average the weights of models fine-tuned from one initialisation (a uniform model soup).
+
+    Uniform soup of Wortsman et al., "Model soups: averaging weights of multiple fine-tuned models
+    improves accuracy without increasing inference time", ICML 2022: every floating-point parameter and
+    buffer is the mean over the members; integer buffers (BatchNorm batch counts) are taken from the first.
+    With ``bn_images`` the BatchNorm running statistics of the layers that train (those in training mode
+    under ``model.train()``; frozen stages keep theirs) are then re-estimated in one pass over those
+    images, as SWA does after averaging (Izmailov et al., 2018; ``torch.optim.swa_utils.update_bn``,
+    which would also reset frozen layers): the running mean is the mean over all images, the running
+    variance the batch-size-weighted mean of the batches' unbiased variances.
+
+    Args:
+        models: >= 1 models of one architecture (identical state-dict keys and shapes); not modified.
+        bn_images: uint8 or float (N, C, H, W) images in [0, 1] (no augmentation), or None to keep the
+            averaged statistics.
+        batch_size: images per forward pass of the re-estimation.
+
+    Returns:
+        A new model (deep copy of ``models[0]`` holding the mean weights), in eval mode, on its device.
+
+    Raises:
+        ValueError: no models, or members whose state-dict keys or shapes differ.
+    """
+    if not models:
+        raise ValueError("a soup needs at least one model")
+    states = [m.state_dict() for m in models]
+    for i, st in enumerate(states[1:], start=1):
+        if st.keys() != states[0].keys() or any(st[k].shape != v.shape for k, v in states[0].items()):
+            raise ValueError(f"soup member {i} has other weights (keys or shapes) than member 0: not one architecture")
+    soup = copy.deepcopy(models[0])
+    for key, v in soup.state_dict().items():
+        if v.dtype.is_floating_point:
+            v.copy_(torch.stack([st[key].to(v.device, v.dtype) for st in states]).mean(0))
+    if bn_images is not None:
+        _reestimate_batchnorm(soup, bn_images, batch_size)
+    return soup.eval()
+
+
+@torch.no_grad()
+def _reestimate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int) -> None:
+    """Recompute the running mean/variance of the BatchNorm layers that train, over one pass of ``x``."""
+    was_training = model.training
+    model.train()
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+              and m.track_running_stats]
+    momenta = {m: m.momentum for m in layers}
+    for m in layers:
+        m.reset_running_stats()
+    if layers:
+        device = next(model.parameters()).device
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size]
+            for m in layers:  # weight each batch by its size: the running mean is the mean over all images
+                m.momentum = len(xb) / (i + len(xb))
+            model(as_float(xb).to(device))
+    for m, mom in momenta.items():
+        m.momentum = mom
+    model.train(was_training)
+
+
 def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
                     batch_size: int, generator: torch.Generator, augment: Callable | None = None,
                     adversary: PGD | None = None, bn_eval: bool = False, adv_weight: float = 1.0,

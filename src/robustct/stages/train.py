@@ -2,6 +2,7 @@
 ``train.fit_on: train_val``, refitted on train + val with a fixed schedule)."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 
@@ -14,7 +15,7 @@ from ..metrics import point_metrics
 from ..robustness import predict
 from ..models import build_model, save_checkpoint
 from ..train import (EpochProgress, SmoothedObjective, WeightEMA, backbone_head_param_groups, choose_threshold,
-                     evaluate, fit, make_augment, seed_everything)
+                     evaluate, fit, make_augment, seed_everything, uniform_soup)
 from ..io import OUT, device, load_split_tensors, read_split, write_csv, write_json
 
 def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir: Path = OUT / "train",
@@ -32,19 +33,30 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
         if refit:  # val is still scored every epoch (in-sample), but chooses nothing
             train = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
         seed_everything(int(cfg["seed"]))  # the new head's initialisation depends on it
-        model = build_model(cfg["backbone"], str(cfg["weights"]), size, float(cfg["dropout"]),
-                            bool(cfg["freeze_backbone"])).to(dev)
-        trained, history = fit(model, train, val, epochs=int(cfg["epochs"]), lr=float(cfg["lr"]),
-                               batch_size=int(cfg["batch_size"]), seed=int(cfg["seed"]),
-                               augment=make_augment(cfg.get("augmentation")),
-                               weight_decay=float(cfg.get("weight_decay", 0.0)),
-                               schedule=cfg.get("schedule", "constant"), log=log,
-                               objective=SmoothedObjective(float(cfg["label_smoothing"]))
-                               if cfg.get("label_smoothing") else None,
-                               param_groups=backbone_head_param_groups(model, float(cfg["lr"]), cfg.get("lr_backbone")),
-                               ema=WeightEMA(model, float(cfg["ema_decay"])) if cfg.get("ema_decay") else None,
-                               select="last" if cfg.get("checkpoint") == "last" else "robust",
-                               progress=EpochProgress(int(cfg["epochs"]), val_label="val (in-sample)" if refit else "val"))
+        init = build_model(cfg["backbone"], str(cfg["weights"]), size, float(cfg["dropout"]),
+                           bool(cfg["freeze_backbone"])).to(dev)
+        k_soup = int(cfg.get("soup_size", 1))
+        members, history = [], None
+        for k in range(k_soup):  # member 0 is the single model of soup_size 1, bit for bit
+            model = init if k == k_soup - 1 else copy.deepcopy(init)
+            label = "fit" if k_soup == 1 else f"fit, soup member {k + 1}/{k_soup}"
+            member_log = log if k == 0 or log is None else \
+                (lambda m, step, k=k: log({f"soup_member_{k}_{key}": v for key, v in m.items()}, step))
+            trained, hist = fit(model, train, val, epochs=int(cfg["epochs"]), lr=float(cfg["lr"]),
+                                batch_size=int(cfg["batch_size"]), seed=int(cfg["seed"]) + k,
+                                augment=make_augment(cfg.get("augmentation")),
+                                weight_decay=float(cfg.get("weight_decay", 0.0)),
+                                schedule=cfg.get("schedule", "constant"), log=member_log,
+                                objective=SmoothedObjective(float(cfg["label_smoothing"]))
+                                if cfg.get("label_smoothing") else None,
+                                param_groups=backbone_head_param_groups(model, float(cfg["lr"]), cfg.get("lr_backbone")),
+                                ema=WeightEMA(model, float(cfg["ema_decay"])) if cfg.get("ema_decay") else None,
+                                select="last" if cfg.get("checkpoint") == "last" else "robust",
+                                progress=EpochProgress(int(cfg["epochs"]), label=label,
+                                                       val_label="val (in-sample)" if refit else "val"))
+            members.append(trained)
+            history = history or hist  # the stage's history and curves are member 0's
+        trained = members[0] if k_soup == 1 else uniform_soup(members, bn_images=train[0])
         trained.set_threshold(choose_threshold(trained, val, cfg.get("threshold", "0.5")))
         return trained, history
 
