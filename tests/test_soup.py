@@ -79,7 +79,8 @@ def test_soup_refuses_members_of_different_architectures():
         uniform_soup([nn.Linear(5, 2), nn.Linear(4, 2)])
 
 
-def test_train_stage_soup_trains_members_from_one_init_with_seeds_and_saves_their_soup(tmp_path, monkeypatch):
+@pytest.mark.parametrize("soup_bn", ["average", "reestimate"])
+def test_train_stage_soup_trains_members_from_one_init_with_seeds_and_saves_their_soup(tmp_path, monkeypatch, soup_bn):
     import yaml
     from test_crossval import _tiny_split
 
@@ -98,7 +99,8 @@ def test_train_stage_soup_trains_members_from_one_init_with_seeds_and_saves_thei
 
     monkeypatch.setattr(train_stage, "fit", spy)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["train"].update(backbone="resnet18", weights="none", image_size=32, epochs=1, batch_size=8, soup_size=2)
+    params["train"].update(backbone="resnet18", weights="none", image_size=32, epochs=1, batch_size=8, soup_size=2,
+                           soup_bn=soup_bn)
     train_stage.run(params, root, split_dir, tmp_path / "train", track=False)
     assert [c["seed"] for c in calls] == [0, 1]
     assert [c["label"] for c in calls] == ["fit, soup member 1/2", "fit, soup member 2/2"]
@@ -107,3 +109,6 @@ def test_train_stage_soup_trains_members_from_one_init_with_seeds_and_saves_thei
     assert not torch.equal(*fc)  # the seeds gave different members
     saved = load_checkpoint(tmp_path / "train" / "model.pt")
     assert torch.allclose(saved.fc.weight, (fc[0] + fc[1]) / 2)  # the saved model is their soup
+    bn = [dict(c["model"].named_buffers())["features.1.running_mean"] for c in calls]
+    averaged = torch.allclose(dict(saved.named_buffers())["features.1.running_mean"], (bn[0] + bn[1]) / 2)
+    assert averaged == (soup_bn == "average")  # reestimate: recomputed on the training images

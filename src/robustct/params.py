@@ -133,8 +133,11 @@ class TrainParams(_Strict):
         "best_val", description="best_val: the epoch with the best validation accuracy | last: the last epoch")
     soup_size: int = Field(1, ge=1, le=16, description="uniform model soup (Wortsman et al., 2022): fine-tune this many "
                            "members from one initialisation (member k: data order, augmentation and dropout seeded "
-                           "seed + k), average their weights, re-estimate BatchNorm statistics on the training "
-                           "images; 1: one model. Training time x soup_size, inference cost unchanged")
+                           "seed + k) and average their weights; 1: one model. Training time x soup_size, inference "
+                           "cost unchanged")
+    soup_bn: Literal["average", "reestimate"] = Field(
+        "average", description="BatchNorm running statistics of a soup: average (the members' mean, as every other "
+        "weight) | reestimate (one pass over the training images, as SWA does)")
     cv_folds: int = Field(0, ge=0, le=20, description="> 0: patient-grouped k-fold CV of the recipe on train+val")
     fit_on: Literal["train", "train_val"] = Field(
         "train", description="train: fit on train, validate on val | train_val: refit on train + val with a fixed "

@@ -56,7 +56,8 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
                                                        val_label="val (in-sample)" if refit else "val"))
             members.append(trained)
             history = history or hist  # the stage's history and curves are member 0's
-        trained = members[0] if k_soup == 1 else uniform_soup(members, bn_images=train[0])
+        trained = members[0] if k_soup == 1 else \
+            uniform_soup(members, bn_images=train[0] if cfg.get("soup_bn") == "reestimate" else None)
         trained.set_threshold(choose_threshold(trained, val, cfg.get("threshold", "0.5")))
         return trained, history
 
