@@ -13,7 +13,6 @@ Usage (from the repository root, after ``dvc repro split``):
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 from pathlib import Path
 
@@ -27,20 +26,8 @@ from robustct.metrics import point_metrics
 from robustct.models import build_model
 from robustct.params import load_params
 from robustct.robustness import predict
-from robustct.train import (SmoothedObjective, WeightEMA, backbone_head_param_groups, fit, make_augment,
-                            seed_everything, uniform_soup)
-
-
-def train_member(cfg: dict, init, train: tuple, select: tuple, seed: int):
-    model = copy.deepcopy(init)
-    trained, _ = fit(model, train, select, epochs=int(cfg["epochs"]), lr=float(cfg["lr"]),
-                     batch_size=int(cfg["batch_size"]), seed=seed, augment=make_augment(cfg.get("augmentation")),
-                     weight_decay=float(cfg.get("weight_decay", 0.0)), schedule=cfg.get("schedule", "constant"),
-                     objective=SmoothedObjective(float(cfg["label_smoothing"])) if cfg.get("label_smoothing") else None,
-                     param_groups=backbone_head_param_groups(model, float(cfg["lr"]), cfg.get("lr_backbone")),
-                     ema=WeightEMA(model, float(cfg["ema_decay"])) if cfg.get("ema_decay") else None,
-                     select="last" if cfg.get("checkpoint") == "last" else "robust")
-    return trained
+from robustct.stages.train import train_members
+from robustct.train import seed_everything, uniform_soup
 
 
 def main(argv=None) -> int:
@@ -68,7 +55,7 @@ def main(argv=None) -> int:
         select = (x[sel_idx], y[sel_idx])
         seed_everything(int(cfg["seed"]))
         init = build_model(cfg["backbone"], str(cfg["weights"]), size, float(cfg["dropout"]), bool(cfg["freeze_backbone"]))
-        members = [train_member(cfg, init, train, select, int(cfg["seed"]) + j) for j in range(a.members)]
+        members, _ = train_members({**cfg, "soup_size": a.members}, init, train, select)
         p = {f"member_{j}": predict(m, x[ho])[:, 1].numpy() for j, m in enumerate(members)}
         p["ensemble"] = np.mean([p[f"member_{j}"] for j in range(a.members)], 0)
         p["soup_averaged_bn"] = predict(uniform_soup(members), x[ho])[:, 1].numpy()

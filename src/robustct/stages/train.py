@@ -18,6 +18,45 @@ from ..train import (EpochProgress, SmoothedObjective, WeightEMA, backbone_head_
                      evaluate, fit, make_augment, seed_everything, uniform_soup)
 from ..io import OUT, device, load_split_tensors, read_split, write_csv, write_json
 
+def train_members(cfg: dict, init, train: tuple, val: tuple, log=None, val_label: str = "val") -> tuple[list, list[dict]]:
+    """Fine-tune the ``train.soup_size`` members of the recipe in ``cfg`` (the ``train`` section of params.yaml).
+
+    Member k starts from a copy of ``init`` (the last one trains ``init`` itself) with data order, augmentation
+    and dropout seeded ``train.seed + k``; member 0 is the single model of ``soup_size: 1``, bit for bit.
+
+    Args:
+        init: the initial :class:`robustct.models.Classifier` (pretrained backbone, new head), on its device.
+        train, val: ``(x, y)`` as :func:`robustct.train.fit` takes them (val is scored every epoch and, with
+            ``checkpoint: best_val``, chooses the epoch).
+        log: ``(metrics, step)`` for member 0's per-epoch numbers; member k > 0 logs them prefixed
+            ``soup_member_k_``. None: nothing logged.
+
+    Returns:
+        (trained members, member 0's per-epoch history).
+    """
+    k_soup = int(cfg.get("soup_size", 1))
+    members, history = [], None
+    for k in range(k_soup):
+        model = init if k == k_soup - 1 else copy.deepcopy(init)
+        label = "fit" if k_soup == 1 else f"fit, soup member {k + 1}/{k_soup}"
+        member_log = log if k == 0 or log is None else \
+            (lambda m, step, k=k: log({f"soup_member_{k}_{key}": v for key, v in m.items()}, step))
+        trained, hist = fit(model, train, val, epochs=int(cfg["epochs"]), lr=float(cfg["lr"]),
+                            batch_size=int(cfg["batch_size"]), seed=int(cfg["seed"]) + k,
+                            augment=make_augment(cfg.get("augmentation")),
+                            weight_decay=float(cfg.get("weight_decay", 0.0)),
+                            schedule=cfg.get("schedule", "constant"), log=member_log,
+                            objective=SmoothedObjective(float(cfg["label_smoothing"]))
+                            if cfg.get("label_smoothing") else None,
+                            param_groups=backbone_head_param_groups(model, float(cfg["lr"]), cfg.get("lr_backbone")),
+                            ema=WeightEMA(model, float(cfg["ema_decay"])) if cfg.get("ema_decay") else None,
+                            select="last" if cfg.get("checkpoint") == "last" else "robust",
+                            progress=EpochProgress(int(cfg["epochs"]), label=label, val_label=val_label))
+        members.append(trained)
+        history = history or hist  # the stage's history and curves are member 0's
+    return members, history
+
+
 def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir: Path = OUT / "train",
         track: bool = True) -> dict:
     cfg = params["train"]
@@ -35,28 +74,8 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
         seed_everything(int(cfg["seed"]))  # the new head's initialisation depends on it
         init = build_model(cfg["backbone"], str(cfg["weights"]), size, float(cfg["dropout"]),
                            bool(cfg["freeze_backbone"])).to(dev)
-        k_soup = int(cfg.get("soup_size", 1))
-        members, history = [], None
-        for k in range(k_soup):  # member 0 is the single model of soup_size 1, bit for bit
-            model = init if k == k_soup - 1 else copy.deepcopy(init)
-            label = "fit" if k_soup == 1 else f"fit, soup member {k + 1}/{k_soup}"
-            member_log = log if k == 0 or log is None else \
-                (lambda m, step, k=k: log({f"soup_member_{k}_{key}": v for key, v in m.items()}, step))
-            trained, hist = fit(model, train, val, epochs=int(cfg["epochs"]), lr=float(cfg["lr"]),
-                                batch_size=int(cfg["batch_size"]), seed=int(cfg["seed"]) + k,
-                                augment=make_augment(cfg.get("augmentation")),
-                                weight_decay=float(cfg.get("weight_decay", 0.0)),
-                                schedule=cfg.get("schedule", "constant"), log=member_log,
-                                objective=SmoothedObjective(float(cfg["label_smoothing"]))
-                                if cfg.get("label_smoothing") else None,
-                                param_groups=backbone_head_param_groups(model, float(cfg["lr"]), cfg.get("lr_backbone")),
-                                ema=WeightEMA(model, float(cfg["ema_decay"])) if cfg.get("ema_decay") else None,
-                                select="last" if cfg.get("checkpoint") == "last" else "robust",
-                                progress=EpochProgress(int(cfg["epochs"]), label=label,
-                                                       val_label="val (in-sample)" if refit else "val"))
-            members.append(trained)
-            history = history or hist  # the stage's history and curves are member 0's
-        trained = members[0] if k_soup == 1 else \
+        members, history = train_members(cfg, init, train, val, log, "val (in-sample)" if refit else "val")
+        trained = members[0] if len(members) == 1 else \
             uniform_soup(members, bn_images=train[0] if cfg.get("soup_bn") == "reestimate" else None)
         trained.set_threshold(choose_threshold(trained, val, cfg.get("threshold", "0.5")))
         return trained, history
