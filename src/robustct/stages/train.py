@@ -18,6 +18,7 @@ from ..train import (EpochProgress, SmoothedObjective, WeightEMA, backbone_head_
                      evaluate, fit, make_augment, seed_everything, uniform_soup)
 from ..io import OUT, device, load_split_tensors, read_split, write_csv, write_json
 
+
 def train_members(cfg: dict, init, train: tuple, val: tuple, log=None, val_label: str = "val") -> tuple[list, list[dict]]:
     """Fine-tune the ``train.soup_size`` members of the recipe in ``cfg`` (the ``train`` section of params.yaml).
 
