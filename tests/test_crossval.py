@@ -190,6 +190,32 @@ def test_refit_on_train_val_trains_on_both_and_names_val_numbers_in_sample(tmp_p
     assert metrics["selected_epoch"] == 2
 
 
+def test_train_stage_tta_changes_predictions_not_training(tmp_path):
+    """train.tta: hflip trains the same weights, saves them with the mirror TTA built in, and the CV folds'
+    held-out probabilities are those of the TTA model (so the trial measures what would be deployed)."""
+    import json
+
+    from conftest import REPO
+    from robustct.models import read_checkpoint
+    from robustct.params import load_params
+    from robustct.stages import train as train_stage
+
+    root, split_dir = _tiny_split(tmp_path)
+    params = load_params(REPO / "params.yaml")
+    out = {}
+    for tta in ("none", "hflip"):
+        params["train"].update(backbone="resnet18", weights="none", image_size=32, epochs=1, batch_size=8,
+                               cv_folds=2, tta=tta)
+        train_stage.run(params, root, split_dir, tmp_path / tta, track=False)
+        out[tta] = (read_checkpoint(tmp_path / tta / "model.pt"),
+                    json.loads((tmp_path / tta / "cv.json").read_text())["out_of_fold"])
+    (plain, oof_plain), (mirrored, oof_tta) = out["none"], out["hflip"]
+    assert plain["config"].get("tta", "none") == "none" and mirrored["config"]["tta"] == "hflip"
+    assert all(torch.equal(v, mirrored["state_dict"][k]) for k, v in plain["state_dict"].items())  # same training
+    assert oof_plain["path"] == oof_tta["path"]
+    assert oof_plain["p_covid"] != oof_tta["p_covid"]  # the held-out images were scored through both views
+
+
 def _cv(p, fold, y, paths=None):
     paths = paths or [f"img{i:02d}.png" for i in range(len(p))]
     return {"k": int(max(fold)) + 1, "out_of_fold": {"path": paths, "fold": fold, "y": y, "p_covid": p}}

@@ -115,3 +115,34 @@ def test_weights_path_and_errors(tmp_path):
         build_model("resnet18", str(tmp_path / "junk.pt"))
     with pytest.raises(ValueError, match="valid: efficientnet_lite0"):
         build_model("vgg16", "none")
+
+
+def test_hflip_tta_is_the_mean_of_both_views_logits_and_mirror_invariant():
+    m = build_model("resnet18", "none", 32).eval()
+    x = torch.rand(5, 1, 32, 32)
+    plain_logits, mirrored = m(x), m(x.flip(-1))
+    m.set_tta("hflip")
+    z = m(x)
+    assert torch.allclose(z, (plain_logits + mirrored) / 2, atol=1e-5)
+    assert torch.allclose(m(x.flip(-1)), z, atol=1e-5)  # exactly invariant to the mirror
+    assert not torch.allclose(plain_logits, mirrored, atol=1e-3)  # ... which the plain model is not
+    m.set_tta("none")
+    assert torch.equal(m(x), plain_logits)
+    with pytest.raises(ValueError, match="hflip"):
+        m.set_tta("vflip")
+
+
+def test_hflip_tta_keeps_the_folded_threshold_exact_and_survives_a_checkpoint(tmp_path):
+    m = build_model("resnet18", "none", 32).eval()
+    m.set_tta("hflip")
+    x = torch.rand(16, 1, 32, 32)
+    p = torch.softmax(m(x), 1)[:, 1]
+    t = float(p.median().detach())
+    m.set_threshold(t)
+    assert torch.equal(m(x).argmax(1), (p >= t).long()) or (p == t).any()
+    x.requires_grad_(True)
+    m(x)[:, 1].sum().backward()  # a white-box attacker differentiates through both views
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    save_checkpoint(m, tmp_path / "m.pt")
+    r = load_checkpoint(tmp_path / "m.pt")
+    assert r.config["tta"] == "hflip" and torch.allclose(r(x), m(x), atol=1e-6)

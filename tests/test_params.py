@@ -60,6 +60,7 @@ def test_every_problem_is_listed_at_once_with_its_key_path_and_choices(tmp_path)
 
 @pytest.mark.parametrize("section,key,value,expected", [
     ("train", "threshold", 0.3, "train.threshold: '0.3' is not a valid choice; input should be '0.5' or 'val_youden'"),
+    ("train", "tta", "vflip", "train.tta: 'vflip' is not a valid choice; input should be 'none' or 'hflip'"),
     ("defend", "select_on", "robustt", "defend.select_on: 'robustt' is not a valid choice"),
     ("train", "schedual", "cosine", "train.schedual: unknown key; valid: backbone, weights,"),
     ("defend", "trainable_stages", "three", "defend.trainable_stages: 'three' is not a valid choice"),

@@ -24,8 +24,9 @@ def report_for(model, data_root: Path, split_dir: Path, cfg: dict, out_dir: Path
     rep = evaluation_report(y.numpy(), p, 0.5, int(cfg.get("bootstrap", 1000)), int(cfg.get("seed", 0)),
                             groups=groups)
     rep["model_threshold"] = model.config["threshold"]
+    rep["model_tta"] = model.config.get("tta", "none")  # test-time augmentation inside the model (train.tta)
     rep["predicted_covid_rate"] = float((p >= 0.5).mean()) if len(p) else float("nan")
-    write_json(out_dir / "metrics.json", {k: rep[k] for k in ("n", "threshold", "model_threshold", "metrics",
+    write_json(out_dir / "metrics.json", {k: rep[k] for k in ("n", "threshold", "model_threshold", "model_tta", "metrics",
                                                               "confusion_matrix", "predicted_covid_rate",
                                                               "interval_method", "n_groups") if k in rep})
     roc = rep["roc"]

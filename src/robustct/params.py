@@ -138,6 +138,9 @@ class TrainParams(_Strict):
     soup_bn: Literal["average", "reestimate"] = Field(
         "average", description="BatchNorm running statistics of a soup: average (the members' mean, as every other "
         "weight) | reestimate (one pass over the training images, as SWA does)")
+    tta: Literal["none", "hflip"] = Field(
+        "none", description="test-time augmentation built into the saved model: hflip = mean logits of the image and "
+        "its mirror (every evaluation and attack sees it; twice the inference and attack cost) | none")
     cv_folds: int = Field(0, ge=0, le=20, description="> 0: patient-grouped k-fold CV of the recipe on train+val")
     fit_on: Literal["train", "train_val"] = Field(
         "train", description="train: fit on train, validate on val | train_val: refit on train + val with a fixed "

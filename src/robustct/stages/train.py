@@ -78,6 +78,7 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
         members, history = train_members(cfg, init, train, val, log, "val (in-sample)" if refit else "val")
         trained = members[0] if len(members) == 1 else \
             uniform_soup(members, bn_images=train[0] if cfg.get("soup_bn") == "reestimate" else None)
+        trained.set_tta(cfg.get("tta", "none"))  # before the threshold: it is chosen for the deployed model
         trained.set_threshold(choose_threshold(trained, val, cfg.get("threshold", "0.5")))
         return trained, history
 
