@@ -71,3 +71,70 @@ def test_checkpoint_last_keeps_the_last_epoch_and_best_val_may_not():
     assert all(h.get("selected") for h in histories["last"])
     best = [h for h in histories["robust"] if h.get("selected")][-1]
     assert best["val_accuracy"] == max(h["val_accuracy"] for h in histories["robust"])
+
+
+def _stage_params(**train):
+    from conftest import REPO
+    from robustct.params import load_params
+
+    params = load_params(REPO / "params.yaml")
+    params["train"].update({**dict(backbone="resnet18", weights="none", image_size=32, epochs=1, batch_size=8), **train})
+    return params
+
+
+def test_head_warmup_trains_the_head_alone_first_then_everything(tmp_path, monkeypatch):
+    """train.head_warmup_epochs (LP-FT): a first fit with only the head trainable and the backbone (weights and
+    BatchNorm statistics) untouched, then the recipe's fit of the whole model, starting from the warmed head."""
+    import copy
+
+    from test_crossval import _tiny_split
+
+    from robustct.stages import train as train_stage
+
+    root, split_dir = _tiny_split(tmp_path)
+    calls, real_fit = [], train_stage.fit
+
+    def spy(model, train, val, **kw):
+        before = copy.deepcopy(model.state_dict())
+        trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+        trained, hist = real_fit(model, train, val, **kw)
+        calls.append(dict(epochs=kw["epochs"], trainable=trainable, before=before,
+                          after=copy.deepcopy(trained.state_dict()), label=kw["progress"].label))
+        return trained, hist
+
+    monkeypatch.setattr(train_stage, "fit", spy)
+    train_stage.run(_stage_params(head_warmup_epochs=2, epochs=1), root, split_dir, tmp_path / "train", track=False)
+    warm, fine = calls
+    assert (warm["epochs"], warm["trainable"], warm["label"]) == (2, {"fc"}, "fit: head warm-up")
+    assert (fine["epochs"], fine["trainable"]) == (1, {"features", "fc"})
+    feats = [k for k in warm["before"] if k.startswith("features.")]
+    assert all(torch.equal(warm["before"][k], warm["after"][k]) for k in feats)  # incl. BatchNorm running stats
+    assert not torch.equal(warm["before"]["fc.weight"], warm["after"]["fc.weight"])
+    assert torch.equal(fine["before"]["fc.weight"], warm["after"]["fc.weight"])  # fine-tuning starts from it
+    assert not all(torch.equal(fine["before"][k], fine["after"][k]) for k in feats)
+
+
+def test_head_warmup_needs_a_trainable_backbone():
+    from robustct.params import check_params
+
+    params = _stage_params(head_warmup_epochs=2, freeze_backbone=True)
+    problems = check_params(params)
+    assert len(problems) == 1 and "freeze_backbone: false" in problems[0], problems
+
+
+def test_batchnorm_eval_keeps_the_pretrained_statistics_and_trains_the_rest(tmp_path):
+    from test_crossval import _tiny_split
+
+    from robustct.models import build_model, read_checkpoint
+    from robustct.stages import train as train_stage
+
+    root, split_dir = _tiny_split(tmp_path)
+    torch.manual_seed(0)
+    init = build_model("resnet18", "none", 32, freeze_backbone=False).state_dict()
+    for mode in ("eval", "train"):
+        train_stage.run(_stage_params(batchnorm=mode), root, split_dir, tmp_path / mode, track=False)
+        saved = read_checkpoint(tmp_path / mode / "model.pt")["state_dict"]
+        stats = [k for k in saved if k.endswith(("running_mean", "running_var"))]
+        kept = all(torch.equal(saved[k], init[k]) for k in stats)
+        assert kept == (mode == "eval")
+        assert not torch.equal(saved["features.0.weight"], init["features.0.weight"])  # the convolutions train

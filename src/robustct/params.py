@@ -138,6 +138,12 @@ class TrainParams(_Strict):
     soup_bn: Literal["average", "reestimate"] = Field(
         "average", description="BatchNorm running statistics of a soup: average (the members' mean, as every other "
         "weight) | reestimate (one pass over the training images, as SWA does)")
+    head_warmup_epochs: int = Field(0, ge=0, le=1000, description="> 0: train the new head alone (backbone frozen, "
+                                    "constant lr) for this many epochs before fine-tuning everything (LP-FT, Kumar "
+                                    "et al., ICLR 2022); needs freeze_backbone: false")
+    batchnorm: Literal["train", "eval"] = Field(
+        "train", description="BatchNorm running statistics while fine-tuning: train (re-estimated from the batches) | "
+        "eval (kept at the pretrained ones; the affine weights still train)")
     tta: Literal["none", "hflip"] = Field(
         "none", description="test-time augmentation built into the saved model: hflip = mean logits of the image and "
         "its mirror (every evaluation and attack sees it; twice the inference and attack cost) | none")
@@ -159,6 +165,9 @@ class TrainParams(_Strict):
     def _refit_selects_nothing(self):
         wrong = [f"checkpoint: last (got {self.checkpoint})"] * (self.checkpoint != "last") + \
             [f"threshold: \"0.5\" (got {self.threshold})"] * (self.threshold != "0.5")
+        if self.head_warmup_epochs and self.freeze_backbone:
+            raise ValueError("head_warmup_epochs > 0 warms the head up before fine-tuning the backbone: set "
+                             "freeze_backbone: false (or head_warmup_epochs: 0)")
         if self.fit_on == "train_val" and wrong:
             raise ValueError("fit_on: train_val trains on the validation images, so nothing may be chosen on them: "
                              "set " + " and ".join(wrong))

@@ -40,6 +40,7 @@ def train_members(cfg: dict, init, train: tuple, val: tuple, log=None, val_label
     for k in range(k_soup):
         model = init if k == k_soup - 1 else copy.deepcopy(init)
         label = "fit" if k_soup == 1 else f"fit, soup member {k + 1}/{k_soup}"
+        warm_up_head(model, cfg, train, val, seed=int(cfg["seed"]) + k, label=label)
         member_log = log if k == 0 or log is None else \
             (lambda m, step, k=k: log({f"soup_member_{k}_{key}": v for key, v in m.items()}, step))
         trained, hist = fit(model, train, val, epochs=int(cfg["epochs"]), lr=float(cfg["lr"]),
@@ -52,10 +53,31 @@ def train_members(cfg: dict, init, train: tuple, val: tuple, log=None, val_label
                             param_groups=backbone_head_param_groups(model, float(cfg["lr"]), cfg.get("lr_backbone")),
                             ema=WeightEMA(model, float(cfg["ema_decay"])) if cfg.get("ema_decay") else None,
                             select="last" if cfg.get("checkpoint") == "last" else "robust",
+                            bn_eval=cfg.get("batchnorm", "train") == "eval",
                             progress=EpochProgress(int(cfg["epochs"]), label=label, val_label=val_label))
         members.append(trained)
         history = history or hist  # the stage's history and curves are member 0's
     return members, history
+
+
+def warm_up_head(model, cfg: dict, train: tuple, val: tuple, seed: int, label: str = "fit") -> None:
+    """LP-FT (Kumar et al., "Fine-Tuning can Distort Pretrained Features and Underperform Out-of-Distribution",
+    ICLR 2022): train only the new head of ``model`` for ``train.head_warmup_epochs`` epochs (backbone frozen,
+    its BatchNorm statistics fixed, constant ``train.lr``, same objective and augmentation as the recipe), then
+    make the backbone trainable again. Nothing happens when ``head_warmup_epochs`` is 0.
+
+    Validation is scored but chooses nothing (the last warm-up epoch is kept); the warm-up epochs are not part of
+    the returned history of the fine-tuning.
+    """
+    epochs = int(cfg.get("head_warmup_epochs", 0))
+    if not epochs:
+        return
+    model.set_trainable_stages(0)
+    fit(model, train, val, epochs=epochs, lr=float(cfg["lr"]), batch_size=int(cfg["batch_size"]), seed=seed,
+        augment=make_augment(cfg.get("augmentation")), schedule="constant", select="last",
+        objective=SmoothedObjective(float(cfg["label_smoothing"])) if cfg.get("label_smoothing") else None,
+        progress=EpochProgress(epochs, label=f"{label}: head warm-up"))
+    model.set_trainable_stages("all")
 
 
 def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir: Path = OUT / "train",
