@@ -26,9 +26,9 @@ def report_for(model, data_root: Path, split_dir: Path, cfg: dict, out_dir: Path
     rep["model_threshold"] = model.config["threshold"]
     rep["model_tta"] = model.config.get("tta", "none")  # test-time augmentation inside the model (train.tta)
     rep["predicted_covid_rate"] = float((p >= 0.5).mean()) if len(p) else float("nan")
-    write_json(out_dir / "metrics.json", {k: rep[k] for k in ("n", "threshold", "model_threshold", "model_tta", "metrics",
-                                                              "confusion_matrix", "predicted_covid_rate",
-                                                              "interval_method", "n_groups") if k in rep})
+    keys = ("n", "threshold", "model_threshold", "model_tta", "metrics", "confusion_matrix", "predicted_covid_rate",
+            "interval_method", "n_groups")
+    write_json(out_dir / "metrics.json", {k: rep[k] for k in keys if k in rep})
     roc = rep["roc"]
     write_csv(out_dir / "roc.csv", [dict(fpr=a, tpr=b) for a, b in zip(roc["fpr"], roc["tpr"])], ["fpr", "tpr"])
     write_csv(out_dir / "predictions.csv",

@@ -165,12 +165,16 @@ class TrainParams(_Strict):
     def _refit_selects_nothing(self):
         wrong = [f"checkpoint: last (got {self.checkpoint})"] * (self.checkpoint != "last") + \
             [f"threshold: \"0.5\" (got {self.threshold})"] * (self.threshold != "0.5")
-        if self.head_warmup_epochs and self.freeze_backbone:
-            raise ValueError("head_warmup_epochs > 0 warms the head up before fine-tuning the backbone: set "
-                             "freeze_backbone: false (or head_warmup_epochs: 0)")
         if self.fit_on == "train_val" and wrong:
             raise ValueError("fit_on: train_val trains on the validation images, so nothing may be chosen on them: "
                              "set " + " and ".join(wrong))
+        return self
+
+    @model_validator(mode="after")
+    def _warmup_needs_a_trainable_backbone(self):
+        if self.head_warmup_epochs and self.freeze_backbone:
+            raise ValueError("head_warmup_epochs > 0 warms the head up before fine-tuning the backbone: set "
+                             "freeze_backbone: false (or head_warmup_epochs: 0)")
         return self
 
 
