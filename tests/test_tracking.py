@@ -243,3 +243,34 @@ def test_every_run_is_tagged_with_what_decides_the_bits_of_a_model():
         assert tracking.standard_tags()["torch_num_threads"] == "1"
     finally:
         torch.set_num_threads(int(tags["torch_num_threads"]))
+
+
+def test_git_commit_is_dirty_for_code_changes_not_for_what_dvc_repro_writes(tmp_path, monkeypatch):
+    """During one `dvc repro`, DVC rewrites dvc.lock after every stage and the report stage its page; the later
+    stages' runs must still record the clean commit, while an edited source file marks it dirty."""
+    import subprocess
+
+    from robustct.tracking import git_commit
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    for f in ("code.py", "dvc.lock", "docs/results/README.md", "docs/notes.md"):
+        (tmp_path / f).write_text("v1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "one")
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    monkeypatch.chdir(tmp_path / "docs")  # from a subfolder too: the exclusions are from the top
+    assert git_commit() == sha
+    (tmp_path / "dvc.lock").write_text("v2\n")
+    (tmp_path / "docs" / "results" / "README.md").write_text("v2\n")
+    (tmp_path / "untracked.txt").write_text("new\n")
+    assert git_commit() == sha
+    (tmp_path / "docs" / "notes.md").write_text("v2\n")
+    assert git_commit() == sha + "-dirty"
+    git("checkout", "--", "docs/notes.md")
+    (tmp_path / "code.py").write_text("v2\n")
+    assert git_commit() == sha + "-dirty"

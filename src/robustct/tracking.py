@@ -382,11 +382,18 @@ def file_hash(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+PIPELINE_WRITTEN = ("dvc.lock", "docs/results")
+"""Tracked paths that ``dvc repro`` itself rewrites while it runs (DVC's lock file after every stage, the report
+stage's page); a change to them does not make the code dirty."""
+
+
 def git_commit() -> str:
-    """HEAD commit, suffixed ``-dirty`` when tracked files differ; ``unknown`` outside git."""
+    """HEAD commit, suffixed ``-dirty`` when tracked files other than :data:`PIPELINE_WRITTEN` differ from it
+    (so the stages of one ``dvc repro`` of a committed tree all record the clean commit); ``unknown`` outside git."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
+                                *(f":(top,exclude){p}" for p in PIPELINE_WRITTEN)],
                                capture_output=True, text=True, check=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
