@@ -48,8 +48,7 @@ def train_members(cfg: dict, init, train: tuple, val: tuple, log=None, val_label
                             augment=make_augment(cfg.get("augmentation")),
                             weight_decay=float(cfg.get("weight_decay", 0.0)),
                             schedule=cfg.get("schedule", "constant"), log=member_log,
-                            objective=SmoothedObjective(float(cfg["label_smoothing"]))
-                            if cfg.get("label_smoothing") else None,
+                            objective=_objective(cfg),
                             param_groups=backbone_head_param_groups(model, float(cfg["lr"]), cfg.get("lr_backbone")),
                             ema=WeightEMA(model, float(cfg["ema_decay"])) if cfg.get("ema_decay") else None,
                             select="last" if cfg.get("checkpoint") == "last" else "robust",
@@ -58,6 +57,11 @@ def train_members(cfg: dict, init, train: tuple, val: tuple, log=None, val_label
         members.append(trained)
         history = history or hist  # the stage's history and curves are member 0's
     return members, history
+
+
+def _objective(cfg: dict):
+    """The recipe's loss: label-smoothed cross-entropy, or None (fit's plain cross-entropy) without smoothing."""
+    return SmoothedObjective(float(cfg["label_smoothing"])) if cfg.get("label_smoothing") else None
 
 
 def warm_up_head(model, cfg: dict, train: tuple, val: tuple, seed: int, label: str = "fit") -> None:
@@ -75,7 +79,7 @@ def warm_up_head(model, cfg: dict, train: tuple, val: tuple, seed: int, label: s
     model.set_trainable_stages(0)
     fit(model, train, val, epochs=epochs, lr=float(cfg["lr"]), batch_size=int(cfg["batch_size"]), seed=seed,
         augment=make_augment(cfg.get("augmentation")), schedule="constant", select="last",
-        objective=SmoothedObjective(float(cfg["label_smoothing"])) if cfg.get("label_smoothing") else None,
+        objective=_objective(cfg),
         progress=EpochProgress(epochs, label=f"{label}: head warm-up"))
     model.set_trainable_stages("all")
 
