@@ -105,13 +105,37 @@ def test_head_warmup_trains_the_head_alone_first_then_everything(tmp_path, monke
     monkeypatch.setattr(train_stage, "fit", spy)
     train_stage.run(_stage_params(head_warmup_epochs=2, epochs=1), root, split_dir, tmp_path / "train", track=False)
     warm, fine = calls
-    assert (warm["epochs"], warm["trainable"], warm["label"]) == (2, {"fc"}, "fit: head warm-up")
+    assert (warm["epochs"], warm["trainable"], warm["label"]) == (2, {"fc"}, "head warm-up")
     assert (fine["epochs"], fine["trainable"]) == (1, {"features", "fc"})
     feats = [k for k in warm["before"] if k.startswith("features.")]
     assert all(torch.equal(warm["before"][k], warm["after"][k]) for k in feats)  # incl. BatchNorm running stats
     assert not torch.equal(warm["before"]["fc.weight"], warm["after"]["fc.weight"])
     assert torch.equal(fine["before"]["fc.weight"], warm["after"]["fc.weight"])  # fine-tuning starts from it
     assert not all(torch.equal(fine["before"][k], fine["after"][k]) for k in feats)
+
+
+def test_soup_members_share_one_head_warmup(tmp_path, monkeypatch):
+    """With a soup, the head is warmed up once and every member fine-tunes from that same warmed-up model."""
+    import copy
+
+    from test_crossval import _tiny_split
+
+    from robustct.stages import train as train_stage
+
+    root, split_dir = _tiny_split(tmp_path)
+    calls, real_fit = [], train_stage.fit
+
+    def spy(model, train, val, **kw):
+        calls.append((kw["progress"].label, copy.deepcopy(model.state_dict())))
+        return real_fit(model, train, val, **kw)
+
+    monkeypatch.setattr(train_stage, "fit", spy)
+    train_stage.run(_stage_params(head_warmup_epochs=1, soup_size=2), root, split_dir, tmp_path / "train",
+                    track=False)
+    assert [c[0] for c in calls] == ["head warm-up", "fit, soup member 1/2", "fit, soup member 2/2"]
+    first, second = calls[1][1], calls[2][1]
+    assert all(torch.equal(v, second[k]) for k, v in first.items())  # one warmed-up initialisation
+    assert not torch.equal(calls[0][1]["fc.weight"], first["fc.weight"])  # ... which the warm-up changed
 
 
 def test_head_warmup_needs_a_trainable_backbone():

@@ -22,8 +22,10 @@ from ..io import OUT, device, load_split_tensors, read_split, write_csv, write_j
 def train_members(cfg: dict, init, train: tuple, val: tuple, log=None, val_label: str = "val") -> tuple[list, list[dict]]:
     """Fine-tune the ``train.soup_size`` members of the recipe in ``cfg`` (the ``train`` section of params.yaml).
 
-    Member k starts from a copy of ``init`` (the last one trains ``init`` itself) with data order, augmentation
-    and dropout seeded ``train.seed + k``; member 0 is the single model of ``soup_size: 1``, bit for bit.
+    With ``train.head_warmup_epochs`` the head is first warmed up once on ``init`` (:func:`warm_up_head`), so every
+    member starts from the same warmed-up model (the shared LP initialisation of Wortsman et al.'s soups). Member k
+    starts from a copy of ``init`` (the last one trains ``init`` itself) with data order, augmentation and dropout
+    seeded ``train.seed + k``; member 0 is the single model of ``soup_size: 1``, bit for bit.
 
     Args:
         init: the initial :class:`robustct.models.Classifier` (pretrained backbone, new head), on its device.
@@ -36,11 +38,11 @@ def train_members(cfg: dict, init, train: tuple, val: tuple, log=None, val_label
         (trained members, member 0's per-epoch history).
     """
     k_soup = int(cfg.get("soup_size", 1))
+    warm_up_head(init, cfg, train, val, seed=int(cfg["seed"]))
     members, history = [], None
     for k in range(k_soup):
         model = init if k == k_soup - 1 else copy.deepcopy(init)
         label = "fit" if k_soup == 1 else f"fit, soup member {k + 1}/{k_soup}"
-        warm_up_head(model, cfg, train, val, seed=int(cfg["seed"]) + k, label=label)
         member_log = log if k == 0 or log is None else \
             (lambda m, step, k=k: log({f"soup_member_{k}_{key}": v for key, v in m.items()}, step))
         trained, hist = fit(model, train, val, epochs=int(cfg["epochs"]), lr=float(cfg["lr"]),
@@ -64,7 +66,7 @@ def _objective(cfg: dict):
     return SmoothedObjective(float(cfg["label_smoothing"])) if cfg.get("label_smoothing") else None
 
 
-def warm_up_head(model, cfg: dict, train: tuple, val: tuple, seed: int, label: str = "fit") -> None:
+def warm_up_head(model, cfg: dict, train: tuple, val: tuple, seed: int) -> None:
     """LP-FT (Kumar et al., "Fine-Tuning can Distort Pretrained Features and Underperform Out-of-Distribution",
     ICLR 2022): train only the new head of ``model`` for ``train.head_warmup_epochs`` epochs (backbone frozen,
     its BatchNorm statistics fixed, constant ``train.lr``, same objective and augmentation as the recipe), then
@@ -80,7 +82,7 @@ def warm_up_head(model, cfg: dict, train: tuple, val: tuple, seed: int, label: s
     fit(model, train, val, epochs=epochs, lr=float(cfg["lr"]), batch_size=int(cfg["batch_size"]), seed=seed,
         augment=make_augment(cfg.get("augmentation")), schedule="constant", select="last",
         objective=_objective(cfg),
-        progress=EpochProgress(epochs, label=f"{label}: head warm-up"))
+        progress=EpochProgress(epochs, label="head warm-up"))
     model.set_trainable_stages("all")
 
 
