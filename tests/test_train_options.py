@@ -162,3 +162,91 @@ def test_batchnorm_eval_keeps_the_pretrained_statistics_and_trains_the_rest(tmp_
         kept = all(torch.equal(saved[k], init[k]) for k in stats)
         assert kept == (mode == "eval")
         assert not torch.equal(saved["features.0.weight"], init["features.0.weight"])  # the convolutions train
+
+
+class _FixedLam:
+    """Stands in for the numpy generator of MixupObjective: every Beta draw returns ``lam``."""
+
+    def __init__(self, lam):
+        self.lam = lam
+
+    def beta(self, a, b):
+        return self.lam
+
+
+def test_mixup_loss_equals_timm_mixup_with_soft_target_cross_entropy():
+    """Known answer from the reference implementation: timm's Mixup (batch mode, label smoothing) followed by
+    its SoftTargetCrossEntropy, at the same lam, gives the same mixed images and the same loss."""
+    from timm.data import Mixup
+    from timm.loss import SoftTargetCrossEntropy
+
+    from robustct.train import MixupObjective
+
+    x, y = batch()
+    for lam, ls in ((0.7, 0.1), (0.25, 0.0)):
+        m = Net()
+        seen = []
+        ours = MixupObjective(0.2, ls)
+        ours.rng = _FixedLam(lam)
+        hook = m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
+        loss, _ = ours.loss(m, x, y)
+        hook.remove()
+        mixer = Mixup(mixup_alpha=0.2, cutmix_alpha=0.0, prob=1.0, mode="batch", label_smoothing=ls, num_classes=2)
+        mixer._params_per_batch = lambda: (lam, False)
+        x_timm, soft = mixer(x.clone(), y.clone())
+        assert torch.allclose(seen[0], x_timm, atol=1e-7)
+        assert abs(loss.item() - SoftTargetCrossEntropy()(m(x_timm), soft).item()) < 1e-6
+        assert 0.0 <= float(seen[0].min()) and float(seen[0].max()) <= 1.0  # a convex combination of images
+
+
+def test_mixup_draws_are_reproducible_and_its_gradient_differs_from_plain_training():
+    from robustct.train import MixupObjective
+
+    x, y = batch()
+    draws = []
+    for seed in (0, 0, 1):
+        obj = MixupObjective(0.4, 0.1, seed=seed)
+        draws.append([(obj.loss(Net(), x, y), obj.last_lam)[1] for _ in range(3)])
+    assert draws[0] == draws[1] and draws[0] != draws[2]
+    assert all(0.0 < lam < 1.0 for lam in draws[0])
+    for bad in (0.0, -1.0):
+        try:
+            MixupObjective(bad)
+        except ValueError as exc:
+            assert "alpha" in str(exc)
+        else:
+            raise AssertionError(f"alpha {bad} accepted")
+    trained = {}
+    for name, obj in (("mixup", MixupObjective(0.4, 0.1, seed=0)), ("plain", SmoothedObjective(0.1))):
+        m = Net()
+        train_one_epoch(m, x, y, torch.optim.SGD(m.parameters(), lr=0.5), 8, torch.Generator().manual_seed(0),
+                        objective=obj)
+        trained[name] = m.fc.weight.detach().clone()
+    assert not torch.allclose(trained["mixup"], trained["plain"])
+
+
+def test_stage_objective_follows_mixup_alpha(tmp_path, monkeypatch):
+    """train.mixup_alpha > 0 trains every member (seed + k) with mixup and the recipe's label smoothing;
+    0 keeps the label-smoothed cross-entropy; the schema refuses a negative alpha."""
+    from test_crossval import _tiny_split
+
+    from robustct.params import check_params
+    from robustct.stages import train as train_stage
+    from robustct.train import MixupObjective
+
+    objectives, real_fit = [], train_stage.fit
+
+    def spy(model, train, val, **kw):
+        objectives.append(kw["objective"])
+        return real_fit(model, train, val, **kw)
+
+    monkeypatch.setattr(train_stage, "fit", spy)
+    root, split_dir = _tiny_split(tmp_path)
+    train_stage.run(_stage_params(mixup_alpha=0.3, soup_size=2), root, split_dir, tmp_path / "mix", track=False)
+    assert [type(o) for o in objectives] == [MixupObjective, MixupObjective]
+    assert [(o.alpha, o.label_smoothing) for o in objectives] == [(0.3, 0.1)] * 2
+    assert [o.seed for o in objectives] == [0, 1]  # member k draws lam from a generator seeded seed + k
+    objectives.clear()
+    train_stage.run(_stage_params(), root, split_dir, tmp_path / "plain", track=False)
+    assert [type(o).__name__ for o in objectives] == ["SmoothedObjective"]
+    assert any("mixup_alpha" in p for p in check_params(_stage_params(mixup_alpha=-0.1)))

@@ -127,6 +127,8 @@ class TrainParams(_Strict):
     lr_backbone: Optional[float] = Field(None, ge=0, le=10, description="backbone learning rate (discriminative); "
                                          "null = lr for all trainable parameters")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    mixup_alpha: float = Field(0.0, ge=0, le=10, description="> 0: mixup (Zhang et al., ICLR 2018) with lam ~ "
+                               "Beta(alpha, alpha) per batch, combined with label_smoothing; 0: off")
     ema_decay: float = Field(0.0, ge=0, lt=1, description="weight EMA (Polyak averaging); 0: off. The EMA weights are "
                              "validated, selected and saved")
     checkpoint: Literal["best_val", "last"] = Field(

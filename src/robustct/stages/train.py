@@ -14,7 +14,7 @@ from ..crossval import cross_validate
 from ..metrics import point_metrics
 from ..robustness import predict
 from ..models import build_model, save_checkpoint
-from ..train import (EpochProgress, SmoothedObjective, WeightEMA, backbone_head_param_groups, choose_threshold,
+from ..train import (EpochProgress, MixupObjective, SmoothedObjective, WeightEMA, backbone_head_param_groups, choose_threshold,
                      evaluate, fit, make_augment, seed_everything, uniform_soup)
 from ..io import OUT, device, load_split_tensors, read_split, write_csv, write_json
 
@@ -50,7 +50,7 @@ def train_members(cfg: dict, init, train: tuple, val: tuple, log=None, val_label
                             augment=make_augment(cfg.get("augmentation")),
                             weight_decay=float(cfg.get("weight_decay", 0.0)),
                             schedule=cfg.get("schedule", "constant"), log=member_log,
-                            objective=_objective(cfg),
+                            objective=_objective(cfg, seed=int(cfg["seed"]) + k),
                             param_groups=backbone_head_param_groups(model, float(cfg["lr"]), cfg.get("lr_backbone")),
                             ema=WeightEMA(model, float(cfg["ema_decay"])) if cfg.get("ema_decay") else None,
                             select="last" if cfg.get("checkpoint") == "last" else "robust",
@@ -61,8 +61,11 @@ def train_members(cfg: dict, init, train: tuple, val: tuple, log=None, val_label
     return members, history
 
 
-def _objective(cfg: dict):
-    """The recipe's loss: label-smoothed cross-entropy, or None (fit's plain cross-entropy) without smoothing."""
+def _objective(cfg: dict, seed: int):
+    """The recipe's loss: mixup (``train.mixup_alpha`` > 0, its Beta draws seeded ``seed``) with the recipe's
+    label smoothing, else label-smoothed cross-entropy, or None (fit's plain cross-entropy) without smoothing."""
+    if cfg.get("mixup_alpha"):
+        return MixupObjective(float(cfg["mixup_alpha"]), float(cfg.get("label_smoothing", 0.0)), seed=seed)
     return SmoothedObjective(float(cfg["label_smoothing"])) if cfg.get("label_smoothing") else None
 
 
@@ -81,7 +84,7 @@ def warm_up_head(model, cfg: dict, train: tuple, val: tuple, seed: int) -> None:
     model.set_trainable_stages(0)
     fit(model, train, val, epochs=epochs, lr=float(cfg["lr"]), batch_size=int(cfg["batch_size"]), seed=seed,
         augment=make_augment(cfg.get("augmentation")), schedule="constant", select="last",
-        objective=_objective(cfg),
+        objective=_objective(cfg, seed=seed),
         progress=EpochProgress(epochs, label="head warm-up"))
     model.set_trainable_stages("all")
 
