@@ -146,3 +146,45 @@ def test_hflip_tta_keeps_the_folded_threshold_exact_and_survives_a_checkpoint(tm
     save_checkpoint(m, tmp_path / "m.pt")
     r = load_checkpoint(tmp_path / "m.pt")
     assert r.config["tta"] == "hflip" and torch.allclose(r(x), m(x), atol=1e-6)
+
+
+def test_drop_path_is_stochastic_depth_rising_with_depth_and_the_identity_in_eval(tmp_path):
+    """Known answer: block k of n (counting every block, timm's rule) drops with p = rate * k / n where it has a
+    residual branch; eval mode computes exactly the model without stochastic depth; the rate survives a checkpoint."""
+    from timm.layers import DropPath
+
+    torch.manual_seed(0)
+    m = build_model("efficientnet_lite0", "none", 32, dropout=0.0, drop_path=0.2, freeze_backbone=False)
+    blocks = [b for stage in m.features.net.blocks for b in stage]
+    n = len(blocks)
+    rates = [(k, b.drop_path.drop_prob) for k, b in enumerate(blocks) if isinstance(b.drop_path, DropPath)]
+    assert rates and all(abs(p - 0.2 * k / n) < 1e-12 for k, p in rates)
+    assert [k for k, _ in rates] == list(range(1, n))  # p = 0 for the first block
+    assert sum(b.has_skip for b in blocks) >= n // 2  # where it acts: blocks with a residual branch
+    plain = build_model("efficientnet_lite0", "none", 32, dropout=0.0, freeze_backbone=False)
+    assert "drop_path" not in plain.config and m.config["drop_path"] == 0.2
+    plain.load_state_dict(m.state_dict())  # no parameters added
+    x = torch.rand(4, 1, 32, 32)
+    m.eval(), plain.eval()
+    assert torch.equal(m(x), plain(x))
+    m.train()
+    torch.manual_seed(1)
+    a = m(x)
+    torch.manual_seed(2)
+    assert not torch.allclose(a, m(x))  # different blocks dropped
+    save_checkpoint(m.eval(), tmp_path / "m.pt")  # (the train-mode passes updated its BatchNorm statistics)
+    r = load_checkpoint(tmp_path / "m.pt")
+    assert r.config["drop_path"] == 0.2 and torch.equal(r(x), m(x))
+    assert isinstance([b for s in r.features.net.blocks for b in s][-1].drop_path, DropPath)
+
+
+def test_drop_path_is_refused_for_backbones_without_it():
+    from robustct.params import check_params
+
+    with pytest.raises(ValueError, match="drop_path"):
+        build_model("resnet18", "none", 32, drop_path=0.1)
+    from test_train_options import _stage_params
+
+    problems = check_params(_stage_params(drop_path=0.1))  # resnet18
+    assert len(problems) == 1 and "drop_path" in problems[0], problems
+    assert not check_params(_stage_params(drop_path=0.1, backbone="efficientnet_lite0"))

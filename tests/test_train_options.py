@@ -250,3 +250,16 @@ def test_stage_objective_follows_mixup_alpha(tmp_path, monkeypatch):
     train_stage.run(_stage_params(), root, split_dir, tmp_path / "plain", track=False)
     assert [type(o).__name__ for o in objectives] == ["SmoothedObjective"]
     assert any("mixup_alpha" in p for p in check_params(_stage_params(mixup_alpha=-0.1)))
+
+
+def test_stage_trains_with_drop_path_and_records_it(tmp_path):
+    """train.drop_path reaches the model the stage trains and saves (config["drop_path"])."""
+    from test_crossval import _tiny_split
+
+    from robustct.models import read_checkpoint
+    from robustct.stages import train as train_stage
+
+    root, split_dir = _tiny_split(tmp_path)
+    train_stage.run(_stage_params(backbone="efficientnet_lite0", drop_path=0.1), root, split_dir, tmp_path / "dp",
+                    track=False)
+    assert read_checkpoint(tmp_path / "dp" / "model.pt")["config"]["drop_path"] == 0.1

@@ -1,7 +1,8 @@
 """The one registry of backbones (torch-free, so reading ``params.yaml`` stays light).
 
 ``BACKBONES`` maps each valid ``train.backbone`` name to ``"module:function"``; the function takes
-``weights`` (``imagenet``, ``none`` or a state-dict path) and returns ``(features, stage names, feature width,
+``weights`` (``imagenet``, ``none`` or a state-dict path; the ``efficientnet_lite*`` builders also take
+``drop_path``, the stochastic depth rate) and returns ``(features, stage names, feature width,
 normalisation mean, std)`` for :func:`robustct.models.build_model`.
 """
 from __future__ import annotations

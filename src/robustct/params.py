@@ -129,6 +129,9 @@ class TrainParams(_Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     mixup_alpha: float = Field(0.0, ge=0, le=10, description="> 0: mixup (Zhang et al., ICLR 2018) with lam ~ "
                                "Beta(alpha, alpha) per batch, combined with label_smoothing; 0: off")
+    drop_path: float = Field(0.0, ge=0, lt=1, description="stochastic depth rate (timm drop_path_rate; "
+                             "efficientnet_lite backbones only): block k of n drops its residual branch with "
+                             "probability drop_path * k / n while training; 0: off")
     ema_decay: float = Field(0.0, ge=0, lt=1, description="weight EMA (Polyak averaging); 0: off. The EMA weights are "
                              "validated, selected and saved")
     checkpoint: Literal["best_val", "last"] = Field(
@@ -170,6 +173,13 @@ class TrainParams(_Strict):
         if self.fit_on == "train_val" and wrong:
             raise ValueError("fit_on: train_val trains on the validation images, so nothing may be chosen on them: "
                              "set " + " and ".join(wrong))
+        return self
+
+    @model_validator(mode="after")
+    def _drop_path_needs_an_efficientnet(self):
+        if self.drop_path and not self.backbone.startswith("efficientnet_lite"):
+            raise ValueError(f"drop_path (stochastic depth) is built for the efficientnet_lite backbones, not "
+                             f"{self.backbone}: set drop_path: 0")
         return self
 
     @model_validator(mode="after")

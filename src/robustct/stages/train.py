@@ -105,7 +105,7 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
             train = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
         seed_everything(int(cfg["seed"]))  # the new head's initialisation depends on it
         init = build_model(cfg["backbone"], str(cfg["weights"]), size, float(cfg["dropout"]),
-                           bool(cfg["freeze_backbone"])).to(dev)
+                           bool(cfg["freeze_backbone"]), drop_path=float(cfg.get("drop_path", 0.0))).to(dev)
         members, history = train_members(cfg, init, train, val, log, "val (in-sample)" if refit else "val")
         trained = members[0] if len(members) == 1 else \
             uniform_soup(members, bn_images=train[0] if cfg.get("soup_bn") == "reestimate" else None)
