@@ -470,7 +470,7 @@ class SmoothedObjective(Objective):
         return F.cross_entropy(logits, yb, label_smoothing=self.label_smoothing), logits
 
 
-class MixupObjective(Objective):
+class MixupObjective(SmoothedObjective):
     """Mixup (Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR 2018) with label smoothing.
 
     Per batch, ``lam ~ Beta(alpha, alpha)`` and each image is mixed with its partner in the reversed batch
@@ -497,9 +497,8 @@ class MixupObjective(Objective):
     def __init__(self, alpha: float, label_smoothing: float = 0.0, seed: int = 0):
         if not alpha > 0:
             raise ValueError(f"mixup alpha must be > 0, got {alpha}")
-        if not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.alpha, self.label_smoothing, self.seed = float(alpha), float(label_smoothing), int(seed)
+        super().__init__(label_smoothing)
+        self.alpha, self.seed = float(alpha), int(seed)
         self.rng = np.random.default_rng(seed)
         self.last_lam: float | None = None
 
