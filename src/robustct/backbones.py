@@ -24,6 +24,9 @@ BACKBONES: dict[str, str] = {
 }
 """Backbone name -> ``"module:function"`` building its features."""
 
+DROP_PATH_BACKBONES: tuple[str, ...] = tuple(name for name in BACKBONES if name.startswith("efficientnet_lite"))
+"""The backbones whose builder takes ``drop_path`` (stochastic depth in timm's residual blocks)."""
+
 
 def backbone_builder(name: str) -> Callable:
     """The builder function of backbone ``name``.

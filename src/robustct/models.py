@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import backbone_builder
+from .backbones import DROP_PATH_BACKBONES, backbone_builder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -366,7 +366,7 @@ def build_model(backbone: str, weights: str = "imagenet", image_size: int = 224,
         WeightsUnavailableError: ImageNet weights cannot be had (message says how to provide them).
         FileNotFoundError: ``weights`` is a path that does not exist.
     """
-    if drop_path and not backbone.startswith("efficientnet_lite"):
+    if drop_path and backbone not in DROP_PATH_BACKBONES:
         raise ValueError(f"drop_path (stochastic depth) is built for the efficientnet_lite backbones, not {backbone!r}: "
                          "set train.drop_path: 0")
     options = {"drop_path": float(drop_path)} if drop_path else {}

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .attack_registry import ATTACK_SPECS, NOT_APPLICABLE, fixed_budget_names, names
 from .epsilon import Epsilon, ParamsError, format_epsilon, parse_epsilon
-from .backbones import BACKBONES
+from .backbones import BACKBONES, DROP_PATH_BACKBONES
 from .defences import METHODS
 from .gate import VETO_FLAGS
 from .sanity import FLAG_NAMES
@@ -177,7 +177,7 @@ class TrainParams(_Strict):
 
     @model_validator(mode="after")
     def _drop_path_needs_an_efficientnet(self):
-        if self.drop_path and not self.backbone.startswith("efficientnet_lite"):
+        if self.drop_path and self.backbone not in DROP_PATH_BACKBONES:
             raise ValueError(f"drop_path (stochastic depth) is built for the efficientnet_lite backbones, not "
                              f"{self.backbone}: set drop_path: 0")
         return self
