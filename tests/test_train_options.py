@@ -263,3 +263,98 @@ def test_stage_trains_with_drop_path_and_records_it(tmp_path):
     train_stage.run(_stage_params(backbone="efficientnet_lite0", drop_path=0.1), root, split_dir, tmp_path / "dp",
                     track=False)
     assert read_checkpoint(tmp_path / "dp" / "model.pt")["config"]["drop_path"] == 0.1
+
+
+def _sam_reference_step(m: nn.Module, x, y, rho: float, lr: float) -> dict:
+    """SAM written out independently (Foret et al., Algorithm 1) with torch.func: w - lr * grad L(w + e),
+    e = rho * g / ||g||_2, g = grad L(w)."""
+    from torch.func import functional_call
+
+    names = [n for n, _ in m.named_parameters()]
+    w = [p.detach().clone().requires_grad_(True) for _, p in m.named_parameters()]
+    loss = lambda ws: F.cross_entropy(functional_call(m, dict(zip(names, ws)), (x,)), y)  # noqa: E731
+    g = torch.autograd.grad(loss(w), w)
+    norm = torch.sqrt(sum((gi ** 2).sum() for gi in g))
+    w_adv = [(wi + rho * gi / norm).detach().requires_grad_(True) for wi, gi in zip(w, g)]
+    g_adv = torch.autograd.grad(loss(w_adv), w_adv)
+    return {n: (wi - lr * gi).detach() for n, wi, gi in zip(names, w, g_adv)}
+
+
+def test_sam_step_is_the_gradient_at_the_ascended_weights():
+    """One SGD step of train_one_epoch with sam_rho equals the written-out SAM update (and is not the plain step)."""
+    x, y = batch()
+    rho, lr = 0.5, 0.3
+    m = Net()
+    expected = _sam_reference_step(m, x, y, rho, lr)
+    train_one_epoch(m, x, y, torch.optim.SGD(m.parameters(), lr=lr), 16, torch.Generator().manual_seed(0),
+                    sam_rho=rho)
+    plain = Net()
+    train_one_epoch(plain, x, y, torch.optim.SGD(plain.parameters(), lr=lr), 16, torch.Generator().manual_seed(0))
+    for name, p in m.named_parameters():
+        assert torch.allclose(p, expected[name], atol=1e-6), name
+    assert not torch.allclose(m.fc.weight, plain.fc.weight, atol=1e-4)
+
+
+def test_sam_restores_the_weights_and_counts_each_batch_once_in_batchnorm():
+    """With a zero learning rate a SAM epoch leaves every weight bit-identical (restored by copy, not by
+    subtraction) and the BatchNorm statistics and counters exactly as a plain epoch leaves them."""
+    def bn_net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2))
+
+    x, y = batch()
+    states = {}
+    for rho in (0.0, 0.05):
+        m = bn_net()
+        before = {k: v.clone() for k, v in m.state_dict().items()}
+        train_one_epoch(m, x, y, torch.optim.SGD(m.parameters(), lr=0.0), 8, torch.Generator().manual_seed(0),
+                        sam_rho=rho)
+        for name, p in m.named_parameters():
+            assert torch.equal(p, before[name]), name
+        states[rho] = m.state_dict()
+    for key in ("1.running_mean", "1.running_var", "1.num_batches_tracked"):
+        assert torch.equal(states[0.0][key], states[0.05][key]), key
+    assert int(states[0.05]["1.num_batches_tracked"]) == 2  # two batches of 8, each counted once
+
+
+def test_sam_refuses_objectives_that_draw_afresh_and_bad_radii():
+    from robustct.train import MixupObjective, sharpness_aware_gradient
+
+    x, y = batch()
+    m = Net()
+    for kw in ({"sam_rho": 0.05, "objective": MixupObjective(0.2)}, {"sam_rho": -0.1}):
+        try:
+            train_one_epoch(m, x, y, torch.optim.SGD(m.parameters(), lr=0.1), 8, torch.Generator().manual_seed(0),
+                            **kw)
+        except ValueError as exc:
+            assert "sam_rho" in str(exc)
+        else:
+            raise AssertionError(f"{kw} accepted")
+    for rho, match in ((0.0, "rho"), (0.05, "gradients")):  # no first backward pass: no gradients to ascend
+        try:
+            sharpness_aware_gradient(Net(), lambda: torch.tensor(0.0), rho)
+        except ValueError as exc:
+            assert match in str(exc)
+        else:
+            raise AssertionError(f"rho {rho} without gradients accepted")
+
+
+def test_stage_passes_sam_rho_and_the_schema_checks_it(tmp_path, monkeypatch):
+    from test_crossval import _tiny_split
+
+    from robustct.params import check_params
+    from robustct.stages import train as train_stage
+
+    radii, real_fit = [], train_stage.fit
+
+    def spy(model, train, val, **kw):
+        radii.append(kw["sam_rho"])
+        return real_fit(model, train, val, **kw)
+
+    monkeypatch.setattr(train_stage, "fit", spy)
+    root, split_dir = _tiny_split(tmp_path)
+    train_stage.run(_stage_params(sam_rho=0.05, head_warmup_epochs=1), root, split_dir, tmp_path / "sam", track=False)
+    assert radii == [0.05, 0.05]  # the head warm-up and the fine-tuning
+    assert check_params(_stage_params(sam_rho=0.05)) == []
+    assert any("sam_rho" in p for p in check_params(_stage_params(sam_rho=-0.1)))
+    assert any("sam_rho" in p and "mixup" in p for p in check_params(_stage_params(sam_rho=0.05, mixup_alpha=0.2)))

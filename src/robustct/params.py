@@ -132,6 +132,9 @@ class TrainParams(_Strict):
     drop_path: float = Field(0.0, ge=0, lt=1, description="stochastic depth rate (timm drop_path_rate; "
                              "efficientnet_lite backbones only): block k of n drops its residual branch with "
                              "probability drop_path * k / n while training; 0: off")
+    sam_rho: float = Field(0.0, ge=0, le=10, description="> 0: sharpness-aware minimisation (Foret et al., ICLR 2021) "
+                           "with this L2 radius in weight space (two forward-backward passes per batch: twice the "
+                           "training time, inference unchanged); 0: off. Not with mixup")
     ema_decay: float = Field(0.0, ge=0, lt=1, description="weight EMA (Polyak averaging); 0: off. The EMA weights are "
                              "validated, selected and saved")
     checkpoint: Literal["best_val", "last"] = Field(
@@ -180,6 +183,13 @@ class TrainParams(_Strict):
         if self.drop_path and self.backbone not in DROP_PATH_BACKBONES:
             raise ValueError(f"drop_path (stochastic depth) is built for the efficientnet_lite backbones, not "
                              f"{self.backbone}: set drop_path: 0")
+        return self
+
+    @model_validator(mode="after")
+    def _sam_needs_a_repeatable_loss(self):
+        if self.sam_rho and self.mixup_alpha:
+            raise ValueError("sam_rho > 0 recomputes each batch's loss at perturbed weights, which mixup would draw "
+                             "afresh: set sam_rho: 0 or mixup_alpha: 0")
         return self
 
     @model_validator(mode="after")

@@ -65,6 +65,9 @@ class Objective:
     """
 
     name = "clean"
+    #: The same batch gives the same loss function of the weights (no fresh random draw per call), which SAM's
+    #: second forward pass needs (:func:`sharpness_aware_gradient`).
+    repeatable = True
 
     def begin_epoch(self, epoch: int) -> dict:
         """Set the schedules of epoch ``epoch`` (1-based); returns the values to record in the history."""
@@ -86,6 +89,7 @@ class MixedAdversarialObjective(Objective):
     """
 
     name = "pgd_at"
+    repeatable = False  # every call attacks afresh
 
     def __init__(self, adversary, adv_weight: float = 1.0, epsilon_warmup: int = 0):
         self.adversary, self.adv_weight, self.epsilon_warmup = adversary, float(adv_weight), int(epsilon_warmup)
@@ -210,7 +214,8 @@ def _reestimate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int) ->
 def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
                     batch_size: int, generator: torch.Generator, augment: Callable | None = None,
                     adversary: PGD | None = None, bn_eval: bool = False, adv_weight: float = 1.0,
-                    objective: Objective | None = None, ema: WeightEMA | None = None) -> dict:
+                    objective: Objective | None = None, ema: WeightEMA | None = None,
+                    sam_rho: float = 0.0) -> dict:
     """One pass over ``(x, y)`` in shuffled minibatches.
 
     Args:
@@ -222,12 +227,21 @@ def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimize
         adv_weight: loss = (1 - w) * CE(clean) + w * CE(adversarial); 1.0 is Madry et al.'s
             objective, lower values trade robustness for clean accuracy (Goodfellow et al., 2015).
         ema: updated after every optimiser step.
+        sam_rho: > 0: every step uses the sharpness-aware gradient of :func:`sharpness_aware_gradient` with this
+            radius (two forward-backward passes per batch); 0: the plain gradient.
 
     Returns:
-        ``{"loss", "accuracy"}`` averaged over the epoch (on the inputs trained on).
+        ``{"loss", "accuracy"}`` averaged over the epoch (on the inputs trained on; with SAM the loss and accuracy
+        of the first, unperturbed pass).
+
+    Raises:
+        ValueError: ``sam_rho`` < 0, or > 0 with an objective that is not :attr:`Objective.repeatable`.
     """
     if objective is None:
         objective = MixedAdversarialObjective(adversary, adv_weight) if adversary is not None else Objective()
+    if sam_rho < 0 or (sam_rho and not objective.repeatable):
+        raise ValueError(f"sam_rho must be >= 0 and needs a repeatable objective; got {sam_rho} with "
+                         f"{type(objective).__name__} (mixup and adversarial objectives draw afresh on every call)")
     device = next(model.parameters()).device
     _train_mode(model, bn_eval)
     order = torch.randperm(len(x), generator=generator)
@@ -240,6 +254,8 @@ def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimize
         loss, logits = objective.loss(model, xb, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if sam_rho:
+            sharpness_aware_gradient(model, lambda: objective.loss(model, xb, yb)[0], sam_rho)
         optimizer.step()
         if ema is not None:
             ema.update(model)
@@ -247,6 +263,53 @@ def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimize
         correct += int((logits.argmax(1) == yb).sum())
         seen += len(idx)
     return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)}
+
+
+def sharpness_aware_gradient(model: nn.Module, closure: Callable[[], torch.Tensor], rho: float) -> None:
+    """Replace the gradients in ``model`` by SAM's: the gradient at the worst weights within an L2 ball.
+
+    Sharpness-Aware Minimization (Foret et al., "Sharpness-Aware Minimization for Efficiently Improving
+    Generalization", ICLR 2021), first-order form: with ``g`` the gradients already in ``p.grad`` (the loss at
+    the weights ``w``), the weights move to ``w + e``, ``e = rho * g / ||g||_2`` (one global L2 norm over every
+    parameter that has a gradient), ``closure()`` is differentiated there, and the weights return to ``w``
+    exactly (copied back, not subtracted). The caller's optimiser then steps with these gradients from ``w``.
+    BatchNorm running statistics (and batch counters) are left as the first pass set them: the second pass
+    must not count the batch twice (as in the reference implementation, github.com/davda54/sam).
+
+    Args:
+        model: in training mode, after ``loss.backward()`` at ``w``.
+        closure: recomputes the same loss on the same batch (same augmentation; dropout and stochastic depth draw
+            new masks) and returns it as a scalar tensor.
+        rho: radius of the neighbourhood, > 0 (Foret et al.: 0.05 for most image tasks).
+
+    Raises:
+        ValueError: ``rho`` <= 0, or no parameter has a gradient.
+    """
+    if not rho > 0:
+        raise ValueError(f"SAM rho must be > 0, got {rho}")
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        raise ValueError("sharpness_aware_gradient needs the gradients of a first backward pass; none found")
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+    scale = rho / (float(norm) + 1e-12)
+    saved = [p.detach().clone() for p in params]
+    bn = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    bn_state = [(m.momentum, m.num_batches_tracked.clone()) for m in bn]
+    try:
+        with torch.no_grad():
+            for p in params:
+                p.add_(p.grad, alpha=scale)
+                p.grad = None
+        for m in bn:
+            m.momentum = 0.0  # running = (1 - 0) * running: unchanged
+        closure().backward()
+    finally:
+        with torch.no_grad():
+            for p, w in zip(params, saved):
+                p.copy_(w)
+        for m, (momentum, count) in zip(bn, bn_state):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
 
 
 def _train_mode(model: nn.Module, bn_eval: bool) -> None:
@@ -328,7 +391,7 @@ def fit(model: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, b
         log: Callable[[dict, int], None] | None = None, objective: Objective | None = None,
         ema: WeightEMA | None = None, param_groups: list[dict] | None = None, veto: bool | None = None,
         epoch_end: Callable[[nn.Module, int, dict], bool] | None = None,
-        progress: EpochProgress | bool | None = True) -> tuple[nn.Module, list[dict]]:
+        progress: EpochProgress | bool | None = True, sam_rho: float = 0.0) -> tuple[nn.Module, list[dict]]:
     """Train with Adam and keep the checkpoint that is best on the validation split.
 
     Objective: ``objective`` if given; else with an ``adversary`` :class:`MixedAdversarialObjective`
@@ -352,6 +415,7 @@ def fit(model: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, b
         epoch_end: ``(model, epoch, row) -> stop``; may add keys to ``row``; True ends training and the
             epoch cannot be selected (catastrophic overfitting).
         progress: True (one line per epoch on stderr, see :class:`EpochProgress`), an instance, or None/False.
+        sam_rho: > 0: sharpness-aware minimisation with this radius (:func:`train_one_epoch`); 0: off.
 
     Returns:
         (model with the best weights loaded, per-epoch history).
@@ -371,7 +435,7 @@ def fit(model: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, b
         for epoch in range(1, epochs + 1):
             sched_row = objective.begin_epoch(epoch)
             tr = train_one_epoch(model, *train, optimizer, batch_size, gen, augment, bn_eval=bn_eval,
-                                 objective=objective, ema=ema)
+                                 objective=objective, ema=ema, sam_rho=sam_rho)
             judged = ema.model if ema is not None else model
             row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": tr["loss"],
                    "train_accuracy": tr["accuracy"], **sched_row}
@@ -493,6 +557,7 @@ class MixupObjective(SmoothedObjective):
     """
 
     name = "clean_mixup"
+    repeatable = False  # every call draws a new lam
 
     def __init__(self, alpha: float, label_smoothing: float = 0.0, seed: int = 0):
         if not alpha > 0:

@@ -55,6 +55,7 @@ def train_members(cfg: dict, init, train: tuple, val: tuple, log=None, val_label
                             ema=WeightEMA(model, float(cfg["ema_decay"])) if cfg.get("ema_decay") else None,
                             select="last" if cfg.get("checkpoint") == "last" else "robust",
                             bn_eval=cfg.get("batchnorm", "train") == "eval",
+                            sam_rho=float(cfg.get("sam_rho", 0.0)),
                             progress=EpochProgress(int(cfg["epochs"]), label=label, val_label=val_label))
         members.append(trained)
         history = history or hist  # the stage's history and curves are member 0's
@@ -75,8 +76,8 @@ def warm_up_head(model, cfg: dict, train: tuple, val: tuple, seed: int) -> None:
     its BatchNorm statistics fixed, constant ``train.lr``, same objective and augmentation as the recipe), then
     make the backbone trainable again. Nothing happens when ``head_warmup_epochs`` is 0.
 
-    Validation is scored but chooses nothing (the last warm-up epoch is kept); the warm-up epochs are not part of
-    the returned history of the fine-tuning.
+    With ``train.sam_rho`` the warm-up steps are sharpness-aware too. Validation is scored but chooses nothing
+    (the last warm-up epoch is kept); the warm-up epochs are not part of the returned history of the fine-tuning.
     """
     epochs = int(cfg.get("head_warmup_epochs", 0))
     if not epochs:
@@ -84,7 +85,7 @@ def warm_up_head(model, cfg: dict, train: tuple, val: tuple, seed: int) -> None:
     model.set_trainable_stages(0)
     fit(model, train, val, epochs=epochs, lr=float(cfg["lr"]), batch_size=int(cfg["batch_size"]), seed=seed,
         augment=make_augment(cfg.get("augmentation")), schedule="constant", select="last",
-        objective=_objective(cfg, seed=seed),
+        objective=_objective(cfg, seed=seed), sam_rho=float(cfg.get("sam_rho", 0.0)),
         progress=EpochProgress(epochs, label="head warm-up"))
     model.set_trainable_stages("all")
 
