@@ -225,29 +225,37 @@ def test_mixup_draws_are_reproducible_and_its_gradient_differs_from_plain_traini
     assert not torch.allclose(trained["mixup"], trained["plain"])
 
 
-def test_stage_objective_follows_mixup_alpha(tmp_path, monkeypatch):
-    """train.mixup_alpha > 0 trains every member (seed + k) with mixup and the recipe's label smoothing;
-    0 keeps the label-smoothed cross-entropy; the schema refuses a negative alpha."""
+def _fit_calls(tmp_path, monkeypatch, name: str, **train) -> list[dict]:
+    """Run the train stage on a tiny split (under ``tmp_path / name``) with these ``train`` params, untracked;
+    returns the keyword arguments of every :func:`robustct.train.fit` call it made."""
     from test_crossval import _tiny_split
 
-    from robustct.params import check_params
     from robustct.stages import train as train_stage
-    from robustct.train import MixupObjective
 
-    objectives, real_fit = [], train_stage.fit
+    calls, real_fit = [], train_stage.fit
 
     def spy(model, train, val, **kw):
-        objectives.append(kw["objective"])
+        calls.append(kw)
         return real_fit(model, train, val, **kw)
 
     monkeypatch.setattr(train_stage, "fit", spy)
-    root, split_dir = _tiny_split(tmp_path)
-    train_stage.run(_stage_params(mixup_alpha=0.3, soup_size=2), root, split_dir, tmp_path / "mix", track=False)
+    root, split_dir = _tiny_split(tmp_path / name)
+    train_stage.run(_stage_params(**train), root, split_dir, tmp_path / name / "train", track=False)
+    monkeypatch.setattr(train_stage, "fit", real_fit)
+    return calls
+
+
+def test_stage_objective_follows_mixup_alpha(tmp_path, monkeypatch):
+    """train.mixup_alpha > 0 trains every member (seed + k) with mixup and the recipe's label smoothing;
+    0 keeps the label-smoothed cross-entropy; the schema refuses a negative alpha."""
+    from robustct.params import check_params
+    from robustct.train import MixupObjective
+
+    objectives = [kw["objective"] for kw in _fit_calls(tmp_path, monkeypatch, "mix", mixup_alpha=0.3, soup_size=2)]
     assert [type(o) for o in objectives] == [MixupObjective, MixupObjective]
     assert [(o.alpha, o.label_smoothing) for o in objectives] == [(0.3, 0.1)] * 2
     assert [o.seed for o in objectives] == [0, 1]  # member k draws lam from a generator seeded seed + k
-    objectives.clear()
-    train_stage.run(_stage_params(), root, split_dir, tmp_path / "plain", track=False)
+    objectives = [kw["objective"] for kw in _fit_calls(tmp_path, monkeypatch, "plain")]
     assert [type(o).__name__ for o in objectives] == ["SmoothedObjective"]
     assert any("mixup_alpha" in p for p in check_params(_stage_params(mixup_alpha=-0.1)))
 
@@ -340,21 +348,10 @@ def test_sam_refuses_objectives_that_draw_afresh_and_bad_radii():
 
 
 def test_stage_passes_sam_rho_and_the_schema_checks_it(tmp_path, monkeypatch):
-    from test_crossval import _tiny_split
-
     from robustct.params import check_params
-    from robustct.stages import train as train_stage
 
-    radii, real_fit = [], train_stage.fit
-
-    def spy(model, train, val, **kw):
-        radii.append(kw["sam_rho"])
-        return real_fit(model, train, val, **kw)
-
-    monkeypatch.setattr(train_stage, "fit", spy)
-    root, split_dir = _tiny_split(tmp_path)
-    train_stage.run(_stage_params(sam_rho=0.05, head_warmup_epochs=1), root, split_dir, tmp_path / "sam", track=False)
-    assert radii == [0.05, 0.05]  # the head warm-up and the fine-tuning
+    calls = _fit_calls(tmp_path, monkeypatch, "sam", sam_rho=0.05, head_warmup_epochs=1)
+    assert [kw["sam_rho"] for kw in calls] == [0.05, 0.05]  # the head warm-up and the fine-tuning
     assert check_params(_stage_params(sam_rho=0.05)) == []
     assert any("sam_rho" in p for p in check_params(_stage_params(sam_rho=-0.1)))
     assert any("sam_rho" in p and "mixup" in p for p in check_params(_stage_params(sam_rho=0.05, mixup_alpha=0.2)))
