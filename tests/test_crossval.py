@@ -234,11 +234,28 @@ def test_compare_counts_gained_and_lost_images_folds_and_the_sign_test():
     assert (res["folds_higher"], res["folds_equal"]) == (2, 1)
     assert res["pooled"]["challenger"]["accuracy"] == 1.0 and res["pooled"]["default"]["accuracy"] == 0.7
     assert res["passes"] and "2 of 3 folds" in res["rule"]
+    assert res["detectable_net_gain"] is None and res["images"] == 10  # 3 discordant images can never reach 0.05
     assert not compare_out_of_fold(_cv(better, fold, y), _cv(default, fold, y), min_folds_higher=3)["passes"]
     assert not compare_out_of_fold(_cv(default, fold, y), _cv(better, fold, y))["passes"]
     # matched by path, not by position
     rev = _cv(better[::-1], fold[::-1], y[::-1], [f"img{i:02d}.png" for i in range(10)][::-1])
     assert compare_out_of_fold(rev, _cv(default, fold, y))["gained"] == 3
+
+
+def test_min_detectable_net_gain_known_answers():
+    """Two-sided exact sign test at 0.05: 6 / 0 is the first significant split (p = 2 * 0.5**6 = 0.031; 5 / 0 gives
+    0.0625); 60 discordant need 39 / 21 (p = 0.040; 38 / 22 gives 0.052); 20 need 15 / 5 (p = 0.041)."""
+    from scipy.stats import binomtest
+
+    from robustct.crossval import min_detectable_net_gain
+
+    assert [min_detectable_net_gain(d) for d in (0, 5, 6, 7)] == [None, None, 6, 7]
+    assert min_detectable_net_gain(60) == 18 and min_detectable_net_gain(20) == 10
+    assert binomtest(39, 60).pvalue < 0.05 < binomtest(38, 60).pvalue  # the known answer's two sides
+    assert min_detectable_net_gain(60, alpha=0.01) > 18
+    for bad in ((-1, 0.05), (10, 0.0), (10, 1.0)):
+        with pytest.raises(ValueError):
+            min_detectable_net_gain(*bad)
 
 
 def test_compare_refuses_results_from_different_folds_or_without_predictions():
@@ -263,7 +280,8 @@ def test_cv_compare_command_exit_codes(tmp_path, capsys):
     good.write_text(json.dumps(_cv([0.9, 0.1, 0.8, 0.2, 0.7, 0.3], fold, y)))
     bad.write_text(json.dumps(_cv([0.4, 0.1, 0.8, 0.6, 0.7, 0.3], fold, y)))
     assert main(["cv-compare", str(good), str(bad)]) == 0
-    assert "PASS" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "PASS" in out and "2 discordant images no split reaches p < 0.05" in out
     assert main(["cv-compare", str(bad), str(good)]) == 1
     assert main(["cv-compare", str(bad), str(tmp_path / "missing.json")]) == 2
     assert "missing.json" in capsys.readouterr().err

@@ -97,6 +97,11 @@ def cv_compare_main(args) -> int:
                   f"{p['sensitivity']:.3f} specificity {p['specificity']:.3f} | per-fold accuracy {folds}")
         print(f"challenger higher on {res['folds_higher']} folds ({res['folds_equal']} equal); images gained "
               f"{res['gained']}, lost {res['lost']} (two-sided exact sign test p = {res['sign_test_p']:.2f})")
+        need = res["detectable_net_gain"]
+        discordant = res["gained"] + res["lost"]
+        print(f"with {discordant} discordant images the sign test detects only a net gain of >= {need} images "
+              f"({need / res['images']:.3f} accuracy) at p < 0.05" if need is not None else
+              f"with {discordant} discordant images no split reaches p < 0.05 in the sign test (it needs >= 6)")
         print(f"rule ({res['rule']}): {'PASS' if res['passes'] else 'not passed'}")
     return 0 if res["passes"] else 1
 

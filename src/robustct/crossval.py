@@ -169,6 +169,34 @@ def cross_validate(x: torch.Tensor, y: torch.Tensor, groups, k: int, seed: int, 
     return res
 
 
+def min_detectable_net_gain(discordant: int, alpha: float = 0.05) -> int | None:
+    """The smallest net gain (images gained minus images lost) that the two-sided exact sign test calls
+    significant (p < ``alpha``) when ``discordant`` images are right under only one of two recipes.
+
+    It says what size of difference a paired comparison of that many discordant images can detect at all:
+    e.g. 60 discordant images need a 39 / 21 split (net 18). scipy ``binomtest`` (exact binomial test, p = 0.5).
+
+    Args:
+        discordant: images right under exactly one recipe, >= 0.
+        alpha: significance level in (0, 1).
+
+    Returns:
+        The net gain in images (same parity as ``discordant``), or None when even ``discordant`` / 0 is not
+        significant (fewer than 6 discordant images at alpha 0.05).
+
+    Raises:
+        ValueError: ``discordant`` < 0 or ``alpha`` outside (0, 1).
+    """
+    from scipy.stats import binomtest  # noqa: PLC0415
+
+    if discordant < 0 or not 0 < alpha < 1:
+        raise ValueError(f"need discordant >= 0 and 0 < alpha < 1, got {discordant} and {alpha}")
+    for gained in range((discordant + 1) // 2, discordant + 1):
+        if discordant and binomtest(gained, discordant).pvalue < alpha:
+            return 2 * gained - discordant
+    return None
+
+
 def compare_out_of_fold(challenger: dict, default: dict, min_folds_higher: int | None = None) -> dict:
     """Paired comparison of two recipes' cross-validation results on the same images and folds.
 
@@ -184,7 +212,9 @@ def compare_out_of_fold(challenger: dict, default: dict, min_folds_higher: int |
     Returns:
         dict: ``pooled`` (accuracy, AUC, sensitivity, specificity of each), ``fold_accuracy`` (two lists of
         k), ``folds_higher``, ``folds_equal``, ``gained`` / ``lost`` (images the challenger gets right / wrong
-        that the default gets wrong / right, threshold 0.5), ``sign_test_p``, ``passes`` (bool) and ``rule`` (text).
+        that the default gets wrong / right, threshold 0.5), ``sign_test_p``, ``detectable_net_gain`` (the
+        smallest net gain in images the sign test could call significant at 0.05 with this many discordant images,
+        :func:`min_detectable_net_gain`; None if none could be), ``images``, ``passes`` (bool) and ``rule`` (text).
 
     Raises:
         ValueError: a result without out-of-fold predictions, different images, labels or folds (the two were
@@ -222,9 +252,10 @@ def compare_out_of_fold(challenger: dict, default: dict, min_folds_higher: int |
             "folds_equal": int(sum(x == y for x, y in zip(acc["challenger"], acc["default"]))),
             "gained": gained, "lost": lost,
             "sign_test_p": float(binomtest(gained, gained + lost).pvalue) if gained + lost else 1.0,
+            "detectable_net_gain": min_detectable_net_gain(gained + lost), "images": int(len(a["y"])),
             "passes": bool(passes),
             "rule": f"pooled accuracy and AUC both higher, accuracy higher on >= {need} of {k} folds"}
 
 
-__all__ = ["CVResult", "FoldResult", "TrainFold", "compare_out_of_fold", "cross_validate", "nested_folds",
-           "patient_folds"]
+__all__ = ["CVResult", "FoldResult", "TrainFold", "compare_out_of_fold", "cross_validate", "min_detectable_net_gain",
+           "nested_folds", "patient_folds"]
