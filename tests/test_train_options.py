@@ -338,6 +338,12 @@ def test_sam_refuses_objectives_that_draw_afresh_and_bad_radii():
             assert "sam_rho" in str(exc)
         else:
             raise AssertionError(f"{kw} accepted")
+    from robustct.defences.adversarial import TRADESObjective
+    from robustct.train import MixedAdversarialObjective, Objective
+
+    # every objective that draws afresh per call says so; the clean ones may be recomputed
+    assert not (MixupObjective.repeatable or MixedAdversarialObjective.repeatable or TRADESObjective.repeatable)
+    assert Objective.repeatable
     for rho, match in ((0.0, "rho"), (0.05, "gradients")):  # no first backward pass: no gradients to ascend
         try:
             sharpness_aware_gradient(Net(), lambda: torch.tensor(0.0), rho)

@@ -306,6 +306,7 @@ class TRADESObjective(Objective):
     """TRADES loss; epsilon, step size and beta ramp linearly over ``warmup`` epochs."""
 
     name = "trades"
+    repeatable = False  # the adversary draws a new random start on every call
 
     def __init__(self, adversary: TradesAdversary, beta: float, warmup: int = 0, teacher: Teacher = NO_TEACHER):
         self.adversary, self.beta_target, self.warmup = adversary, float(beta), int(warmup)
