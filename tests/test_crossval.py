@@ -285,3 +285,71 @@ def test_cv_compare_command_exit_codes(tmp_path, capsys):
     assert main(["cv-compare", str(bad), str(good)]) == 1
     assert main(["cv-compare", str(bad), str(tmp_path / "missing.json")]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_ensemble_averages_out_of_fold_probabilities_known_answer():
+    """Two members that are each wrong on different images; the mean P(COVID) is right where the other member is
+    confident enough: known accuracy, AUC and gained / lost counts, matched by path across different folds."""
+    from robustct.crossval import ensemble_out_of_fold
+
+    y = [1, 1, 1, 0, 0, 0]
+    a = [0.4, 0.9, 0.8, 0.2, 0.3, 0.45]  # wrong on image 0 only
+    b = [0.9, 0.45, 0.7, 0.6, 0.1, 0.2]  # wrong on images 1 and 3
+    # member b comes in reversed order and with another fold assignment (another train.seed)
+    paths = [f"img{i:02d}.png" for i in range(6)]
+    ra = _cv(a, [0, 0, 1, 1, 2, 2], y) | {"seed": 0}
+    rb = _cv(b[::-1], [1, 2, 0, 2, 0, 1], y[::-1], paths[::-1]) | {"seed": 1}
+    res = ensemble_out_of_fold([ra, rb])
+    # mean: 0.65, 0.675, 0.75, 0.4, 0.2, 0.325 -> all right
+    assert res["ensemble"]["accuracy"] == 1.0 and res["ensemble"]["auc"] == 1.0
+    assert [m["accuracy"] for m in res["members"]] == pytest.approx([5 / 6, 4 / 6])
+    assert [m["seed"] for m in res["members"]] == [0, 1]
+    assert res["member_mean"]["accuracy"] == pytest.approx(0.75)
+    assert [(v["gained"], v["lost"]) for v in res["versus_members"]] == [(1, 0), (2, 0)]
+    assert res["versus_members"][1]["sign_test_p"] == pytest.approx(0.5)  # 2 * 0.5**2
+    assert (res["k"], res["images"], res["same_folds"]) == (2, 6, False)
+    # an ensemble can also lose images: a confident wrong member outvotes a barely right one
+    c = [0.55, 0.9, 0.8, 0.2, 0.3, 0.2]
+    d = [0.1, 0.9, 0.8, 0.2, 0.3, 0.2]
+    res = ensemble_out_of_fold([_cv(c, [0, 0, 1, 1, 2, 2], y), _cv(d, [0, 0, 1, 1, 2, 2], y)])
+    assert res["versus_members"][0] == {"gained": 0, "lost": 1, "sign_test_p": 1.0}
+    assert res["same_folds"] and res["ensemble"]["accuracy"] == pytest.approx(5 / 6)
+
+
+def test_ensemble_refuses_one_member_the_same_run_twice_and_other_images():
+    from robustct.crossval import ensemble_out_of_fold
+
+    y, fold = [1, 0, 1, 0], [0, 0, 1, 1]
+    r = _cv([0.6, 0.4, 0.7, 0.2], fold, y)
+    with pytest.raises(ValueError, match="at least 2"):
+        ensemble_out_of_fold([r])
+    with pytest.raises(ValueError, match="the same run twice"):
+        ensemble_out_of_fold([r, _cv([0.6, 0.4, 0.7, 0.2], [1, 1, 0, 0], y)])
+    with pytest.raises(ValueError, match="different images"):
+        ensemble_out_of_fold([r, _cv([0.6, 0.4, 0.7, 0.2], fold, y, ["a", "b", "c", "d"])])
+    with pytest.raises(ValueError, match="labels the images differently"):
+        ensemble_out_of_fold([r, _cv([0.5, 0.4, 0.7, 0.2], fold, [0, 1, 1, 0])])
+    with pytest.raises(ValueError, match="no out_of_fold predictions"):
+        ensemble_out_of_fold([r, {"k": 2}])
+
+
+def test_cv_ensemble_command_prints_members_and_ensemble(tmp_path, capsys):
+    import json
+
+    from robustct.cli import main
+
+    y = [1, 1, 1, 0, 0, 0]
+    files = []
+    for i, (p, fold) in enumerate((([0.4, 0.9, 0.8, 0.2, 0.3, 0.45], [0, 0, 1, 1, 2, 2]),
+                                   ([0.9, 0.45, 0.7, 0.6, 0.1, 0.2], [2, 1, 0, 2, 0, 1]))):
+        f = tmp_path / f"s{i}.json"
+        f.write_text(json.dumps(_cv(p, fold, y) | {"seed": i}))
+        files.append(str(f))
+    assert main(["cv-ensemble", *files]) == 0
+    out = capsys.readouterr().out
+    assert "seed 1): pooled accuracy 0.667" in out and "ensemble gains 2, loses 0" in out
+    assert "ensemble of 2 (mean P(COVID), 6 images, different folds): pooled accuracy 1.000 AUC 1.000" in out
+    assert main(["cv-ensemble", files[0], "--json"]) == 2
+    assert "at least 2" in capsys.readouterr().err
+    assert main(["cv-ensemble", files[0], files[1], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ensemble"]["accuracy"] == 1.0

@@ -66,12 +66,50 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--min-folds-higher", type=int, help="folds on which the challenger's accuracy must be "
                                                           "higher (default: a majority of the folds)")
     cmp.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    ens = sub.add_parser("cv-ensemble", help=CV_ENSEMBLE, description=CV_ENSEMBLE)
+    ens.add_argument("results", nargs="+", help="two or more cv.json files of the members (e.g. one recipe with "
+                                                 "different train.seed)")
+    ens.add_argument("--json", action="store_true", help="print the estimate as JSON")
     return parser
 
 
 CV_COMPARE = ("compare two recipes' cross-validation results (train.cv_folds) image by image: pooled accuracy "
               "and AUC, per-fold accuracy, images gained and lost, exact sign test; exit 0 if the challenger "
               "passes the adoption rule of docs/models.md, else 1")
+
+CV_ENSEMBLE = ("estimate a deep ensemble's held-out accuracy and AUC from existing cross-validation results "
+               "(train.cv_folds), without training it: every image's out-of-fold P(COVID) averaged over the "
+               "members, against each member (images gained and lost, exact sign test); exit 0, or 2 on "
+               "unreadable or incompatible files")
+
+
+def cv_ensemble_main(args) -> int:
+    """``robustct cv-ensemble``: print :func:`robustct.crossval.ensemble_out_of_fold`; exit 0, or 2 on unreadable
+    or incompatible files."""
+    import json  # noqa: PLC0415
+
+    from .crossval import ensemble_out_of_fold  # noqa: PLC0415
+
+    try:
+        res = ensemble_out_of_fold([json.loads(Path(f).read_text()) for f in args.results])
+    except (OSError, json.JSONDecodeError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+
+    def line(m: dict) -> str:
+        return (f"pooled accuracy {m['accuracy']:.3f} AUC {m['auc']:.3f} sensitivity {m['sensitivity']:.3f} "
+                f"specificity {m['specificity']:.3f}")
+
+    for i, (f, m, v) in enumerate(zip(args.results, res["members"], res["versus_members"]), start=1):
+        print(f"member {i} ({f}, seed {m['seed']}): {line(m)} | ensemble gains {v['gained']}, loses {v['lost']} "
+              f"(sign test p = {v['sign_test_p']:.2f})")
+    print(f"member mean: {line(res['member_mean'])}")
+    print(f"ensemble of {res['k']} (mean P(COVID), {res['images']} images, "
+          f"{'same' if res['same_folds'] else 'different'} folds): {line(res['ensemble'])}")
+    return 0
 
 
 def cv_compare_main(args) -> int:
@@ -127,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "cv-compare":
         return cv_compare_main(args)
+    if args.command == "cv-ensemble":
+        return cv_ensemble_main(args)
     try:
         params = load_params(args.params)
     except (ParamsError, FileNotFoundError) as exc:

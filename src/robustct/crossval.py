@@ -197,6 +197,78 @@ def min_detectable_net_gain(discordant: int, alpha: float = 0.05) -> int | None:
     return None
 
 
+def _out_of_fold_table(d: dict, name: str) -> dict:
+    """``d["out_of_fold"]`` as arrays sorted by image path (what pairs two results image by image)."""
+    oof = d.get("out_of_fold")
+    if not oof:
+        raise ValueError(f"the {name} result has no out_of_fold predictions (written by the train stage with "
+                         "train.cv_folds > 0 since 2026-11-30; rerun that trial)")
+    order = np.argsort(oof["path"], kind="stable")
+    return {key: np.asarray(oof[key])[order] for key in ("path", "fold", "y", "p_covid")}
+
+
+def ensemble_out_of_fold(results: list[dict]) -> dict:
+    """Out-of-fold estimate of a deep ensemble from cross-validation results that already exist, without training it.
+
+    Each result (a ``cv.json``) holds, for every image, P(COVID) from a model that did not train on that image.
+    Averaging the K results' probabilities image by image therefore gives every image a prediction from K models
+    none of which saw it: the held-out performance of a K-member ensemble (probability averaging, as in
+    Lakshminarayanan et al., NeurIPS 2017, "Simple and scalable predictive uncertainty estimation using deep
+    ensembles"). The members may come from different ``train.seed`` values, whose fold assignments differ: each
+    member then trained on a different ~(k-1)/k of the images, as bagged members do, and the estimate stays
+    held out. It is not an estimate of the full-data refit's ensemble (each member saw (k-1)/k of the images).
+
+    Args:
+        results: K >= 2 ``cv.json`` contents (``out_of_fold`` = ``{"path", "fold", "y", "p_covid"}`` lists) on the
+            same images and labels, matched by path.
+
+    Returns:
+        dict: ``members`` (pooled accuracy, AUC, sensitivity, specificity of each result at threshold 0.5, with
+        its ``seed``), ``member_mean`` (their means), ``ensemble`` (the same metrics of the averaged
+        probabilities), ``versus_members`` (per member: images the ensemble gets right that the member gets wrong
+        = ``gained``, the reverse = ``lost``, the two-sided exact sign test p, scipy ``binomtest``), ``images``,
+        ``k`` (members) and ``same_folds`` (True when every member used the same fold assignment).
+
+    Raises:
+        ValueError: fewer than two results, a result without out-of-fold predictions, different images or
+            labels, or two results with identical predictions (the same run given twice would count one model
+            as two).
+    """
+    from scipy.stats import binomtest  # noqa: PLC0415
+
+    if len(results) < 2:
+        raise ValueError(f"an ensemble needs at least 2 cross-validation results, got {len(results)}")
+    tables = [_out_of_fold_table(d, f"result {i + 1}") for i, d in enumerate(results)]
+    first = tables[0]
+    for i, t in enumerate(tables[1:], start=2):
+        if not np.array_equal(t["path"], first["path"]):
+            raise ValueError(f"result {i} holds out different images than result 1: not the same data version")
+        if not np.array_equal(t["y"], first["y"]):
+            raise ValueError(f"result {i} labels the images differently than result 1")
+    for i in range(len(tables)):
+        for j in range(i + 1, len(tables)):
+            if np.array_equal(tables[i]["p_covid"], tables[j]["p_covid"]):
+                raise ValueError(f"results {i + 1} and {j + 1} have identical predictions: the same run twice")
+    y = first["y"]
+    p_ens = np.mean([t["p_covid"] for t in tables], axis=0)
+    keys = ("accuracy", "auc", "sensitivity", "specificity")
+    members = []
+    for d, t in zip(results, tables):
+        m = point_metrics(y, t["p_covid"], 0.5)
+        members.append({"seed": d.get("seed"), **{key: m[key] for key in keys}})
+    ens = point_metrics(y, p_ens, 0.5)
+    right_ens = (p_ens >= 0.5) == y
+    versus = []
+    for t in tables:
+        right = (t["p_covid"] >= 0.5) == y
+        gained, lost = int((right_ens & ~right).sum()), int((~right_ens & right).sum())
+        versus.append({"gained": gained, "lost": lost,
+                       "sign_test_p": float(binomtest(gained, gained + lost).pvalue) if gained + lost else 1.0})
+    return {"members": members, "member_mean": {key: float(np.mean([m[key] for m in members])) for key in keys},
+            "ensemble": {key: ens[key] for key in keys}, "versus_members": versus, "images": int(len(y)),
+            "k": len(tables), "same_folds": all(np.array_equal(t["fold"], first["fold"]) for t in tables)}
+
+
 def compare_out_of_fold(challenger: dict, default: dict, min_folds_higher: int | None = None) -> dict:
     """Paired comparison of two recipes' cross-validation results on the same images and folds.
 
@@ -222,15 +294,7 @@ def compare_out_of_fold(challenger: dict, default: dict, min_folds_higher: int |
     """
     from scipy.stats import binomtest  # noqa: PLC0415
 
-    tables = []
-    for name, d in (("challenger", challenger), ("default", default)):
-        oof = d.get("out_of_fold")
-        if not oof:
-            raise ValueError(f"the {name} result has no out_of_fold predictions (written by the train stage with "
-                             "train.cv_folds > 0 since 2026-11-30; rerun that trial)")
-        order = np.argsort(oof["path"], kind="stable")
-        tables.append({key: np.asarray(oof[key])[order] for key in ("path", "fold", "y", "p_covid")})
-    a, b = tables
+    a, b = _out_of_fold_table(challenger, "challenger"), _out_of_fold_table(default, "default")
     if not np.array_equal(a["path"], b["path"]):
         raise ValueError("the two results hold out different images: not the same data version or split")
     if not (np.array_equal(a["y"], b["y"]) and np.array_equal(a["fold"], b["fold"])):
@@ -257,5 +321,5 @@ def compare_out_of_fold(challenger: dict, default: dict, min_folds_higher: int |
             "rule": f"pooled accuracy and AUC both higher, accuracy higher on >= {need} of {k} folds"}
 
 
-__all__ = ["CVResult", "FoldResult", "TrainFold", "compare_out_of_fold", "cross_validate", "min_detectable_net_gain",
-           "nested_folds", "patient_folds"]
+__all__ = ["CVResult", "FoldResult", "TrainFold", "compare_out_of_fold", "cross_validate", "ensemble_out_of_fold",
+           "min_detectable_net_gain", "nested_folds", "patient_folds"]
