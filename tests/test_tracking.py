@@ -238,6 +238,8 @@ def test_every_run_is_tagged_with_what_decides_the_bits_of_a_model():
     tags = tracking.standard_tags()
     assert tags["torch_num_threads"] == str(torch.get_num_threads()) and tags["torch_version"] == torch.__version__
     assert tags["device"] in ("cpu", "cuda") or tags["device"].startswith("cuda:")
+    assert tags["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability() != ""
+    assert tags["cpu_model"] == tracking.cpu_model() != ""
     torch.set_num_threads(1)
     try:
         assert tracking.standard_tags()["torch_num_threads"] == "1"
@@ -274,3 +276,13 @@ def test_git_commit_is_dirty_for_code_changes_not_for_what_dvc_repro_writes(tmp_
     git("checkout", "--", "docs/notes.md")
     (tmp_path / "code.py").write_text("v2\n")
     assert git_commit() == sha + "-dirty"
+
+
+def test_cpu_model_reads_the_first_model_name_and_falls_back(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654 96-Core Processor\n"
+                    "processor\t: 1\nmodel name\t: something else\n")
+    assert tracking.cpu_model(info) == "AMD EPYC 9654 96-Core Processor"
+    import platform
+
+    assert tracking.cpu_model(tmp_path / "missing") == (platform.processor() or "unknown")

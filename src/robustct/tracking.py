@@ -413,16 +413,38 @@ def data_version(dvc_file: Path = Path("data.dvc")) -> str:
     return "sha256sums:" + dataset_version()
 
 
-def standard_tags(split_dir: Path | None = None) -> dict[str, str]:
-    """Tags for every run: git commit, data version, split files' hashes, and what else decides the bits of a
-    trained model: torch version, device and the number of torch intra-op threads (the same recipe trained with
-    one thread instead of two is a different model; docs/operations.md, "Reproducibility")."""
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name as the OS reports it (the first "model name" line of ``cpuinfo`` on Linux, else
+    ``platform.processor()``); ``"unknown"`` when neither says."""
+    import platform  # noqa: PLC0415
+
+    try:
+        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip() or "unknown"
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_tags() -> dict[str, str]:
+    """What of the machine decides the bits of a model trained on the CPU: torch version, device, the number of
+    torch intra-op threads, the vector instruction set torch's kernels use (``torch.backends.cpu``: e.g. AVX2,
+    AVX512) and the CPU model. The same recipe, data and seed give different weights with one thread instead of
+    two, and on CPUs whose kernels sum in another order (docs/operations.md, "Reproducibility")."""
     import torch  # noqa: PLC0415  (the stages that track have it loaded)
 
     from .io import device  # noqa: PLC0415
 
-    tags = {"git_commit": git_commit(), "data_version": data_version(), "torch_version": torch.__version__,
-            "device": str(device()), "torch_num_threads": str(torch.get_num_threads())}
+    return {"torch_version": torch.__version__, "device": str(device()),
+            "torch_num_threads": str(torch.get_num_threads()),
+            "torch_cpu_capability": str(torch.backends.cpu.get_cpu_capability()), "cpu_model": cpu_model()}
+
+
+def standard_tags(split_dir: Path | None = None) -> dict[str, str]:
+    """Tags for every run: git commit, data version, split files' hashes, and what of the machine decides the
+    bits of a trained model (:func:`machine_tags`)."""
+    tags = {"git_commit": git_commit(), "data_version": data_version(), **machine_tags()}
     if split_dir is not None:
         for name in ("train", "val", "test"):
             f = Path(split_dir) / f"{name}.csv"
