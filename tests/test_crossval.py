@@ -353,3 +353,57 @@ def test_cv_ensemble_command_prints_members_and_ensemble(tmp_path, capsys):
     assert "at least 2" in capsys.readouterr().err
     assert main(["cv-ensemble", files[0], files[1], "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ensemble"]["accuracy"] == 1.0
+
+
+def test_ensemble_refuses_malformed_tables_naming_the_result():
+    from robustct.crossval import ensemble_out_of_fold
+
+    y, fold = [1, 0, 1, 0], [0, 0, 1, 1]
+    good = _cv([0.6, 0.4, 0.7, 0.2], fold, y)
+    bad = {
+        "lengths": _cv([0.6, 0.4, 0.7], fold, y),
+        "probabilities": _cv([60, 40, 70, 20], fold, y),
+        "finite": _cv([0.6, float("nan"), 0.7, 0.2], fold, y),
+        "non-numeric": _cv([0.6, "x", 0.7, 0.2], fold, y),
+        "or not finite": _cv([0.6, None, 0.7, 0.2], fold, y),
+        "more than once": _cv([0.6, 0.4, 0.7, 0.2], fold, y, ["a", "a", "c", "d"]),
+        "labels y": _cv([0.6, 0.4, 0.7, 0.2], fold, [2, 0, 1, 0]),
+        "lacks": {"k": 2, "out_of_fold": {"path": ["a"], "y": [1], "p_covid": [0.5]}},
+        "not a cv.json object": [1, 2],
+    }
+    for match, b in bad.items():
+        with pytest.raises(ValueError, match=match) as err:
+            ensemble_out_of_fold([good, b], names=["a.json", "b.json"])
+        assert "b.json" in str(err.value)
+    with pytest.raises(ValueError, match="the same run twice"):  # a re-serialised copy, not the same numbers
+        ensemble_out_of_fold([good, _cv([0.6000004, 0.4, 0.7, 0.2], fold, y)])
+
+
+def test_ensemble_decision_does_not_depend_on_member_order_and_folds_compare_as_partitions():
+    from itertools import permutations
+
+    from robustct.crossval import ensemble_out_of_fold
+
+    y = [1, 0]
+    members = [_cv([0.1, 0.2], [0, 1], y), _cv([0.7, 0.6], [1, 0], y), _cv([0.7, 0.7], [0, 1], y)]
+    # image 0: (0.1 + 0.7 + 0.7) / 3 = 0.5 exactly, so COVID; the float sum order must not tip it
+    accs = {ensemble_out_of_fold(list(order))["ensemble"]["accuracy"] for order in permutations(members)}
+    assert accs == {0.5}
+    assert ensemble_out_of_fold(members)["same_folds"]  # {0,1} numbered 0/1 or 1/0: the same partition
+    assert not ensemble_out_of_fold([_cv([0.1, 0.2, 0.3], [0, 0, 1], [1, 0, 0]),
+                                     _cv([0.2, 0.2, 0.3], [0, 1, 1], [1, 0, 0])])["same_folds"]
+
+
+def test_cv_ensemble_json_is_strict_json_when_auc_is_undefined(tmp_path, capsys):
+    import json
+
+    from robustct.cli import main
+
+    files = []
+    for i, p in enumerate(([0.6, 0.7], [0.8, 0.4])):
+        f = tmp_path / f"one_class{i}.json"
+        f.write_text(json.dumps(_cv(p, [0, 1], [1, 1])))
+        files.append(str(f))
+    assert main(["cv-ensemble", *files, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
+    assert res["ensemble"]["auc"] is None and res["ensemble"]["accuracy"] == 1.0

@@ -77,6 +77,20 @@ CV_COMPARE = ("compare two recipes' cross-validation results (train.cv_folds) im
               "and AUC, per-fold accuracy, images gained and lost, exact sign test; exit 0 if the challenger "
               "passes the adoption rule of docs/models.md, else 1")
 
+def json_safe(obj):
+    """``obj`` with every non-finite float (an AUC of one class only is NaN) replaced by None, so that
+    ``json.dumps`` writes strict JSON (``null``) instead of the bare ``NaN`` other parsers refuse."""
+    import math  # noqa: PLC0415
+
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 CV_ENSEMBLE = ("estimate a deep ensemble's held-out accuracy and AUC from existing cross-validation results "
                "(train.cv_folds), without training it: every image's out-of-fold P(COVID) averaged over the "
                "members, against each member (images gained and lost, exact sign test); exit 0, or 2 on "
@@ -91,12 +105,12 @@ def cv_ensemble_main(args) -> int:
     from .crossval import ensemble_out_of_fold  # noqa: PLC0415
 
     try:
-        res = ensemble_out_of_fold([json.loads(Path(f).read_text()) for f in args.results])
+        res = ensemble_out_of_fold([json.loads(Path(f).read_text()) for f in args.results], names=args.results)
     except (OSError, json.JSONDecodeError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(res, indent=2))
+        print(json.dumps(json_safe(res), indent=2, allow_nan=False))
         return 0
 
     def line(m: dict) -> str:
@@ -126,7 +140,7 @@ def cv_compare_main(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(res, indent=2))
+        print(json.dumps(json_safe(res), indent=2, allow_nan=False))
     else:
         for name in ("challenger", "default"):
             p = res["pooled"][name]

@@ -198,16 +198,50 @@ def min_detectable_net_gain(discordant: int, alpha: float = 0.05) -> int | None:
 
 
 def _out_of_fold_table(d: dict, name: str) -> dict:
-    """``d["out_of_fold"]`` as arrays sorted by image path (what pairs two results image by image)."""
+    """``d["out_of_fold"]`` as arrays sorted by image path (what pairs two results image by image), after checking
+    that it is one well-formed table; ``name`` says which result in the error.
+
+    Raises:
+        ValueError: not a JSON object, no ``out_of_fold`` table, a missing key, lists of different lengths, a
+            path listed twice, labels other than 0/1, or P(COVID) outside [0, 1] or not finite.
+    """
+    if not isinstance(d, dict):
+        raise ValueError(f"{name}: not a cv.json object (top level is {type(d).__name__})")
     oof = d.get("out_of_fold")
     if not oof:
-        raise ValueError(f"the {name} result has no out_of_fold predictions (written by the train stage with "
+        raise ValueError(f"{name} has no out_of_fold predictions (written by the train stage with "
                          "train.cv_folds > 0 since 2026-11-30; rerun that trial)")
+    keys = ("path", "fold", "y", "p_covid")
+    missing = [key for key in keys if not isinstance(oof.get(key), list)]
+    if missing:
+        raise ValueError(f"{name}: out_of_fold lacks the list(s) {', '.join(missing)}")
+    lengths = {key: len(oof[key]) for key in keys}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"{name}: out_of_fold lists of different lengths {lengths}: a damaged cv.json")
+    if len(set(oof["path"])) != len(oof["path"]):
+        raise ValueError(f"{name}: an image path is listed more than once in out_of_fold")
+    try:
+        p = np.asarray(oof["p_covid"], dtype=float)
+        y = np.asarray(oof["y"], dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: non-numeric y or p_covid in out_of_fold ({exc})") from None
+    if not np.all(np.isfinite(p)) or np.any((p < 0) | (p > 1)):
+        raise ValueError(f"{name}: p_covid must be probabilities in [0, 1] (found values from {np.nanmin(p):g} to "
+                         f"{np.nanmax(p):g}, or not finite)")
+    if not np.all(np.isin(y, (0, 1))):
+        raise ValueError(f"{name}: labels y must be 0 or 1")
     order = np.argsort(oof["path"], kind="stable")
-    return {key: np.asarray(oof[key])[order] for key in ("path", "fold", "y", "p_covid")}
+    return {"path": np.asarray(oof["path"])[order], "fold": np.asarray(oof["fold"])[order],
+            "y": y.astype(int)[order], "p_covid": p[order]}
 
 
-def ensemble_out_of_fold(results: list[dict]) -> dict:
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when two fold-label arrays cut the images into the same groups (whatever the fold numbers)."""
+    pairs = set(zip(a.tolist(), b.tolist()))
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+def ensemble_out_of_fold(results: list[dict], names: list[str] | None = None) -> dict:
     """Out-of-fold estimate of a deep ensemble from cross-validation results that already exist, without training it.
 
     Each result (a ``cv.json``) holds, for every image, P(COVID) from a model that did not train on that image.
@@ -221,36 +255,42 @@ def ensemble_out_of_fold(results: list[dict]) -> dict:
     Args:
         results: K >= 2 ``cv.json`` contents (``out_of_fold`` = ``{"path", "fold", "y", "p_covid"}`` lists) on the
             same images and labels, matched by path.
+        names: what to call each result in errors (e.g. its file name); default "result 1", "result 2", ...
 
     Returns:
         dict: ``members`` (pooled accuracy, AUC, sensitivity, specificity of each result at threshold 0.5, with
         its ``seed``), ``member_mean`` (their means), ``ensemble`` (the same metrics of the averaged
         probabilities), ``versus_members`` (per member: images the ensemble gets right that the member gets wrong
         = ``gained``, the reverse = ``lost``, the two-sided exact sign test p, scipy ``binomtest``), ``images``,
-        ``k`` (members) and ``same_folds`` (True when every member used the same fold assignment).
+        ``k`` (members) and ``same_folds`` (True when every member cut the images into the same folds). The
+        averaged probability is rounded to 9 decimals before the 0.5 threshold, so the order of the members
+        cannot tip an exact tie.
 
     Raises:
-        ValueError: fewer than two results, a result without out-of-fold predictions, different images or
-            labels, or two results with identical predictions (the same run given twice would count one model
-            as two).
+        ValueError: fewer than two results, a malformed result (:func:`_out_of_fold_table`), different images or
+            labels, or two results whose predictions agree to 1e-6 on every image (the same run given twice would
+            count one model as two).
     """
     from scipy.stats import binomtest  # noqa: PLC0415
 
     if len(results) < 2:
         raise ValueError(f"an ensemble needs at least 2 cross-validation results, got {len(results)}")
-    tables = [_out_of_fold_table(d, f"result {i + 1}") for i, d in enumerate(results)]
+    names = list(names) if names is not None else [f"result {i + 1}" for i in range(len(results))]
+    if len(names) != len(results):
+        raise ValueError(f"{len(names)} names for {len(results)} results")
+    tables = [_out_of_fold_table(d, n) for d, n in zip(results, names)]
     first = tables[0]
-    for i, t in enumerate(tables[1:], start=2):
+    for n, t in zip(names[1:], tables[1:]):
         if not np.array_equal(t["path"], first["path"]):
-            raise ValueError(f"result {i} holds out different images than result 1: not the same data version")
+            raise ValueError(f"{n} holds out different images than {names[0]}: not the same data version")
         if not np.array_equal(t["y"], first["y"]):
-            raise ValueError(f"result {i} labels the images differently than result 1")
+            raise ValueError(f"{n} labels the images differently than {names[0]}")
     for i in range(len(tables)):
         for j in range(i + 1, len(tables)):
-            if np.array_equal(tables[i]["p_covid"], tables[j]["p_covid"]):
-                raise ValueError(f"results {i + 1} and {j + 1} have identical predictions: the same run twice")
+            if np.allclose(tables[i]["p_covid"], tables[j]["p_covid"], rtol=0, atol=1e-6):
+                raise ValueError(f"{names[i]} and {names[j]} have the same predictions: the same run twice")
     y = first["y"]
-    p_ens = np.mean([t["p_covid"] for t in tables], axis=0)
+    p_ens = np.round(np.mean([t["p_covid"] for t in tables], axis=0), 9)
     keys = ("accuracy", "auc", "sensitivity", "specificity")
     members = []
     for d, t in zip(results, tables):
@@ -266,7 +306,7 @@ def ensemble_out_of_fold(results: list[dict]) -> dict:
                        "sign_test_p": float(binomtest(gained, gained + lost).pvalue) if gained + lost else 1.0})
     return {"members": members, "member_mean": {key: float(np.mean([m[key] for m in members])) for key in keys},
             "ensemble": {key: ens[key] for key in keys}, "versus_members": versus, "images": int(len(y)),
-            "k": len(tables), "same_folds": all(np.array_equal(t["fold"], first["fold"]) for t in tables)}
+            "k": len(tables), "same_folds": all(_same_partition(t["fold"], first["fold"]) for t in tables)}
 
 
 def compare_out_of_fold(challenger: dict, default: dict, min_folds_higher: int | None = None) -> dict:
@@ -294,7 +334,7 @@ def compare_out_of_fold(challenger: dict, default: dict, min_folds_higher: int |
     """
     from scipy.stats import binomtest  # noqa: PLC0415
 
-    a, b = _out_of_fold_table(challenger, "challenger"), _out_of_fold_table(default, "default")
+    a, b = _out_of_fold_table(challenger, "the challenger result"), _out_of_fold_table(default, "the default result")
     if not np.array_equal(a["path"], b["path"]):
         raise ValueError("the two results hold out different images: not the same data version or split")
     if not (np.array_equal(a["y"], b["y"]) and np.array_equal(a["fold"], b["fold"])):
