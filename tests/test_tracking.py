@@ -63,6 +63,29 @@ def test_runs_from_a_dvc_workspace_land_in_the_project_store(tmp_path, monkeypat
     assert not (ws / "mlruns").exists() and (proj / "mlruns" / "mlflow.db").is_file()
 
 
+
+def test_a_relative_tracking_uri_names_the_project_store_from_a_dvc_workspace(tmp_path, monkeypatch, no_store_env):
+    """`MLFLOW_TRACKING_URI=sqlite:///mlruns/mlflow.db dvc exp run --temp ...` once logged a whole trial into a new
+    store inside the temporary copy, which DVC then deleted: the relative path must be read from the project."""
+    proj = make_project(tmp_path / "proj")
+    ws = make_project(proj / ".dvc" / "tmp" / "exps" / "tmpr")
+    monkeypatch.chdir(ws)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlruns/mlflow.db")
+    assert tracking.tracking_uri() == f"sqlite:///{proj / 'mlruns' / 'mlflow.db'}"
+    assert tracking.anchored_uri("sqlite:///team/x.db?timeout=5", proj) == f"sqlite:///{proj / 'team' / 'x.db'}?timeout=5"
+    assert tracking.anchored_uri("mlruns", proj) == str(proj / "mlruns")
+    for unchanged in (f"sqlite:///{tmp_path}/abs.db", "http://127.0.0.1:5000", "postgresql://u@h/db",
+                      "sqlite:///:memory:", "file:///srv/mlruns", str(tmp_path / "abs-folder")):
+        assert tracking.anchored_uri(unchanged, proj) == unchanged
+    mlflow = tracking.setup()
+    with mlflow.start_run(run_name="relative-uri") as run:
+        mlflow.log_metric("m", 2.0)
+    shutil.rmtree(ws)
+    monkeypatch.chdir(proj)
+    assert tracking.setup().get_run(run.info.run_id).data.metrics == {"m": 2.0}
+    assert (proj / "mlruns" / "mlflow.db").is_file()
+
+
 WORKER = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, os.environ["ROBUSTCT_SRC"])

@@ -4,7 +4,9 @@ Store resolution (:func:`tracking_uri`), first match wins:
 
 1. ``ROBUSTCT_MLRUNS``: a folder holding ``mlflow.db`` (SQLite) and ``artifacts/`` (relative paths are taken
    from the project root; tests use a temporary folder, so they never write into a team server);
-2. ``MLFLOW_TRACKING_URI`` (a team server such as ``http://mlflow.internal:5000``, see ``docs/operations.md``);
+2. ``MLFLOW_TRACKING_URI`` (a team server such as ``http://mlflow.internal:5000``, see ``docs/operations.md``;
+   a relative local path such as ``sqlite:///mlruns/mlflow.db`` is taken from the project root, so it names the
+   same store inside a ``dvc exp run --temp`` workspace: :func:`anchored_uri`);
 3. ``<project root>/mlruns``, where the project root (:func:`project_root`) is found from the current working
    directory upwards, and a DVC temporary or queued experiment workspace ``<root>/.dvc/tmp/exps/<tmp>/...``
    maps to the ``<root>`` it was copied from. So ``dvc exp run --temp`` / ``--queue`` and a stage started from a
@@ -91,10 +93,36 @@ def use_server() -> bool:
     return bool(os.environ.get("MLFLOW_TRACKING_URI")) and not os.environ.get(STORE_ENV)
 
 
+def anchored_uri(uri: str, root: Path | None = None) -> str:
+    """``uri`` with a relative local store path taken from the project root instead of the current directory.
+
+    MLflow reads ``sqlite:///mlruns/mlflow.db`` (three slashes: a relative path) or a bare relative folder from the
+    current directory. A stage of ``dvc exp run --temp`` runs in a copy of the project under
+    ``.dvc/tmp/exps/``, so such a URI would open a new, empty store in that copy, which DVC deletes when the
+    experiment ends: its runs, metrics and artifacts would be lost without an error. Anchored at
+    :func:`project_root` (``root``), the same URI names the project's store from anywhere. Absolute paths,
+    ``sqlite:////abs``, servers (``http://``, ``postgresql://``, ...) are returned unchanged.
+    """
+    base = Path(root) if root is not None else project_root()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path, sep, query = uri[len("sqlite:///"):].partition("?")
+        if path and path != ":memory:" and not Path(path).is_absolute():
+            return f"sqlite:///{(base / path).resolve()}{sep}{query}"
+        return uri
+    if "://" not in uri and not uri.startswith("file:") and not Path(uri).is_absolute():
+        return str((base / uri).resolve())
+    return uri
+
+
+def server_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` with a relative local path anchored at the project root (:func:`anchored_uri`)."""
+    return anchored_uri(os.environ["MLFLOW_TRACKING_URI"])
+
+
 def tracking_uri(root: Path | None = None) -> str:
     """The store's URI: the SQLite file in ``root`` when given, else by the order in the module docstring."""
     if root is None and use_server():
-        return os.environ["MLFLOW_TRACKING_URI"]
+        return server_uri()
     return sqlite_uri(Path(root) if root else mlruns_dir())
 
 
@@ -119,8 +147,9 @@ def setup(experiment: str = EXPERIMENT, root: Path | None = None):
 
     remote = root is None and use_server()
     if remote:
-        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-        mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or os.environ["MLFLOW_TRACKING_URI"])
+        mlflow.set_tracking_uri(server_uri())
+        registry = os.environ.get("MLFLOW_REGISTRY_URI")
+        mlflow.set_registry_uri(anchored_uri(registry) if registry else server_uri())
         try:
             _ensure_experiment(mlflow, experiment, None)
         except Exception:  # noqa: BLE001  (another worker created it between our check and create)
