@@ -158,6 +158,34 @@ def test_train_stage_writes_cv_json_with_one_result_per_fold(tmp_path):
         correct = sum((oof["p_covid"][j] >= 0.5) == oof["y"][j] for j in sel)
         assert correct / len(sel) == pytest.approx(f["accuracy"], abs=1e-9)
     assert 0 <= cv["pooled_out_of_fold"]["accuracy"] <= 1
+    assert (cv["seed"], cv["train_seed"]) == (0, 0)
+
+
+def test_cv_seed_fixes_the_folds_while_the_training_seed_changes(tmp_path):
+    import json
+
+    import yaml
+
+    from conftest import REPO
+    from robustct.stages import train as train_stage
+
+    root, split_dir = _tiny_split(tmp_path)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"].update(backbone="resnet18", weights="none", image_size=32, epochs=1, batch_size=8, cv_folds=3)
+    out = {}
+    for name, seed, cv_seed in (("s0", 0, None), ("s1_folds0", 1, 0)):
+        params["train"].update(seed=seed, cv_seed=cv_seed)
+        train_stage.run(params, root, split_dir, tmp_path / name, track=False)
+        out[name] = json.loads((tmp_path / name / "cv.json").read_text())
+    a, b = out["s0"], out["s1_folds0"]
+    assert (b["seed"], b["train_seed"]) == (0, 1)
+    assert a["out_of_fold"]["path"] == b["out_of_fold"]["path"] and a["out_of_fold"]["fold"] == b["out_of_fold"]["fold"]
+    assert a["out_of_fold"]["p_covid"] != b["out_of_fold"]["p_covid"]  # another training seed, another model
+    from robustct.crossval import compare_out_of_fold, ensemble_out_of_fold
+
+    compare_out_of_fold(b, a)  # same folds: pairable fold by fold
+    res = ensemble_out_of_fold([a, b])
+    assert res["same_folds"] and [m["seed"] for m in res["members"]] == [0, 1]
 
 
 def test_refit_on_train_val_trains_on_both_and_names_val_numbers_in_sample(tmp_path, monkeypatch):

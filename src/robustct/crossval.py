@@ -259,7 +259,7 @@ def ensemble_out_of_fold(results: list[dict], names: list[str] | None = None) ->
 
     Returns:
         dict: ``members`` (pooled accuracy, AUC, sensitivity, specificity of each result at threshold 0.5, with
-        its ``seed``), ``member_mean`` (their means), ``ensemble`` (the same metrics of the averaged
+        its training ``seed``: ``train_seed``, else the folds' ``seed``), ``member_mean`` (their means), ``ensemble`` (the same metrics of the averaged
         probabilities), ``versus_members`` (per member: images the ensemble gets right that the member gets wrong
         = ``gained``, the reverse = ``lost``, the two-sided exact sign test p, scipy ``binomtest``), ``images``,
         ``k`` (members) and ``same_folds`` (True when every member cut the images into the same folds). The
@@ -295,7 +295,7 @@ def ensemble_out_of_fold(results: list[dict], names: list[str] | None = None) ->
     members = []
     for d, t in zip(results, tables):
         m = point_metrics(y, t["p_covid"], 0.5)
-        members.append({"seed": d.get("seed"), **{key: m[key] for key in keys}})
+        members.append({"seed": d.get("train_seed", d.get("seed")), **{key: m[key] for key in keys}})
     ens = point_metrics(y, p_ens, 0.5)
     right_ens = (p_ens >= 0.5) == y
     versus = []

@@ -156,6 +156,9 @@ class TrainParams(_Strict):
         "none", description="test-time augmentation built into the saved model: hflip = mean logits of the image and "
         "its mirror (every evaluation and attack sees it; twice the inference and attack cost) | none")
     cv_folds: int = Field(0, ge=0, le=20, description="> 0: patient-grouped k-fold CV of the recipe on train+val")
+    cv_seed: int | None = Field(
+        None, description="seed of the cross-validation's fold assignment; null = train.seed (then another "
+        "train.seed also means other folds). Fix it to compare training seeds on the same folds")
     fit_on: Literal["train", "train_val"] = Field(
         "train", description="train: fit on train, validate on val | train_val: refit on train + val with a fixed "
         "schedule (checkpoint last, threshold 0.5; the validation numbers are then in-sample)")

@@ -120,10 +120,12 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
             write_json(out_dir / "cv.json", {"k": 0, "skipped": "train.cv_folds is 0"})
         else:
             table = pd.concat([read_split(split_dir, "train"), read_split(split_dir, "val")])
+            fold_seed = int(cfg["seed"] if cfg.get("cv_seed") is None else cfg["cv_seed"])
             res = cross_validate(torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]), table.group.to_numpy(),
-                                 k, int(cfg["seed"]), lambda tr, sel, hx: predict(recipe(tr, sel, None)[0], hx)[:, 1]
+                                 k, fold_seed, lambda tr, sel, hx: predict(recipe(tr, sel, None)[0], hx)[:, 1]
                                  .numpy(), tracker=tracker)
-            write_json(out_dir / "cv.json", res.to_dict(paths=table.path.tolist()))  # paths: paired comparisons
+            # paths: paired comparisons; "seed" is the folds' seed, "train_seed" the recipe's
+            write_json(out_dir / "cv.json", res.to_dict(paths=table.path.tolist()) | {"train_seed": int(cfg["seed"])})
 
     def body(log):
         trained, history = recipe(train, val, log)
