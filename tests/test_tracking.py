@@ -72,7 +72,8 @@ def test_a_relative_tracking_uri_names_the_project_store_from_a_dvc_workspace(tm
     monkeypatch.chdir(ws)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlruns/mlflow.db")
     assert tracking.tracking_uri() == f"sqlite:///{proj / 'mlruns' / 'mlflow.db'}"
-    assert tracking.anchored_uri("sqlite:///team/x.db?timeout=5", proj) == f"sqlite:///{proj / 'team' / 'x.db'}?timeout=5"
+    anchored = tracking.anchored_uri("sqlite:///team/x.db?timeout=5", proj)
+    assert anchored == f"sqlite:///{proj / 'team' / 'x.db'}?timeout=5"
     assert tracking.anchored_uri("mlruns", proj) == str(proj / "mlruns")
     for unchanged in (f"sqlite:///{tmp_path}/abs.db", "http://127.0.0.1:5000", "postgresql://u@h/db",
                       "sqlite:///:memory:", "file:///srv/mlruns", str(tmp_path / "abs-folder")):

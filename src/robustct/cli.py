@@ -77,6 +77,7 @@ CV_COMPARE = ("compare two recipes' cross-validation results (train.cv_folds) im
               "and AUC, per-fold accuracy, images gained and lost, exact sign test; exit 0 if the challenger "
               "passes the adoption rule of docs/models.md, else 1")
 
+
 def json_safe(obj):
     """``obj`` with every non-finite float (an AUC of one class only is NaN) replaced by None, so that
     ``json.dumps`` writes strict JSON (``null``) instead of the bare ``NaN`` other parsers refuse."""

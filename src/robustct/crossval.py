@@ -250,7 +250,9 @@ def ensemble_out_of_fold(results: list[dict], names: list[str] | None = None) ->
     Lakshminarayanan et al., NeurIPS 2017, "Simple and scalable predictive uncertainty estimation using deep
     ensembles"). The members may come from different ``train.seed`` values, whose fold assignments differ: each
     member then trained on a different ~(k-1)/k of the images, as bagged members do, and the estimate stays
-    held out. It is not an estimate of the full-data refit's ensemble (each member saw (k-1)/k of the images).
+    held out, but that extra diversity is one a deployed seed ensemble (every member fitted on the same images)
+    would not have; members cross-validated on the same folds (``train.cv_seed``) estimate that one. On COVID-CT
+    the different-fold pairs gained about twice what the same-fold pair did (docs/models.md, round 11).
 
     Args:
         results: K >= 2 ``cv.json`` contents (``out_of_fold`` = ``{"path", "fold", "y", "p_covid"}`` lists) on the
@@ -259,9 +261,10 @@ def ensemble_out_of_fold(results: list[dict], names: list[str] | None = None) ->
 
     Returns:
         dict: ``members`` (pooled accuracy, AUC, sensitivity, specificity of each result at threshold 0.5, with
-        its training ``seed``: ``train_seed``, else the folds' ``seed``), ``member_mean`` (their means), ``ensemble`` (the same metrics of the averaged
-        probabilities), ``versus_members`` (per member: images the ensemble gets right that the member gets wrong
-        = ``gained``, the reverse = ``lost``, the two-sided exact sign test p, scipy ``binomtest``), ``images``,
+        its training ``seed``: ``train_seed``, else the folds' ``seed``), ``member_mean`` (their means),
+        ``ensemble`` (the same metrics of the averaged probabilities), ``versus_members`` (per member: images the
+        ensemble gets right that the member gets wrong = ``gained``, the reverse = ``lost``, the two-sided exact
+        sign test p, scipy ``binomtest``), ``images``,
         ``k`` (members) and ``same_folds`` (True when every member cut the images into the same folds). The
         averaged probability is rounded to 9 decimals before the 0.5 threshold, so the order of the members
         cannot tip an exact tie.
