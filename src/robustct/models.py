@@ -192,6 +192,70 @@ class Classifier(nn.Module):
         self.config["threshold"] = float(threshold)
 
 
+
+class Ensemble(nn.Module):
+    """A deep ensemble as ONE model: the mean of its members' class probabilities.
+
+    Input: float tensor (N, 1, H, W) in [0, 1]. Output: (N, 2) log-probabilities
+    ``log(mean_k softmax(member_k(x)))``, shifted by the decision threshold (below); ``softmax`` of the output is the
+    ensemble's probability, and ``argmax`` predicts COVID exactly when the mean P(COVID) >= ``config["threshold"]``.
+    Every attack and every evaluation sees the deployed decision rule, and a white-box attacker differentiates
+    through all members (cost: K times a member's forward and backward pass). Source: Lakshminarayanan, Pritzel &
+    Blundell, "Simple and Scalable Predictive Uncertainty Estimation using Deep Ensembles", NeurIPS 2017 (mean of
+    the members' softmax outputs).
+
+    ``config`` is member 0's config (backbone, image size, normalisation) plus ``config["ensemble"]``, the members'
+    own configs, from which :func:`load_checkpoint` rebuilds it. The members' own thresholds stay at 0.5; the
+    ensemble's threshold is its own (:meth:`set_threshold`).
+
+    Raises:
+        ValueError: fewer than two members, or members that take different inputs (image size, channels).
+    """
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least two members, got {len(members)}")
+        sizes = {m.config["image_size"] for m in members}
+        if len(sizes) > 1:
+            raise ValueError(f"ensemble members take different image sizes {sorted(sizes)}; train them at one size")
+        self.members = nn.ModuleList(members)
+        self.register_buffer("shift", torch.zeros(()))
+        self.config = {**members[0].config, "threshold": 0.5,
+                       "ensemble": {"size": len(members), "members": [dict(m.config) for m in members]}}
+
+    def forward(self, x):
+        logp = torch.stack([torch.log_softmax(m(x), dim=1) for m in self.members])
+        out = torch.logsumexp(logp, dim=0) - math.log(len(self.members))
+        return torch.stack([out[:, 0], out[:, 1] - self.shift], dim=1)
+
+    def set_threshold(self, threshold: float) -> None:
+        """Predict COVID exactly when the members' mean P(COVID) >= ``threshold`` (replaces any earlier one).
+
+        Raises:
+            ValueError: ``threshold`` not in (0, 1).
+        """
+        if not 0 < threshold < 1:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        with torch.no_grad():
+            self.shift.fill_(math.log(threshold / (1 - threshold)))
+        self.config["threshold"] = float(threshold)
+
+    def set_trainable_stages(self, n: int | str) -> None:
+        """Not supported: the defences that fine-tune the baseline (``defend.init: baseline``, Gaussian smoothing)
+        take one model.
+
+        Raises:
+            ValueError: always, naming the settings that work with an ensemble baseline.
+        """
+        raise ValueError(f"the baseline is an ensemble of {len(self.members)} models (train.ensemble_size), which a "
+                         "defence cannot fine-tune: use defend.init: new (a model trained from scratch or from "
+                         "ImageNet weights), the denoiser or an input transform, or set train.ensemble_size: 1")
+
+    def checkpoint(self, extra: dict | None = None) -> dict:
+        """``{"config", "state_dict", "extra"}`` in plain types, as :meth:`Classifier.checkpoint`."""
+        return {"config": plain(self.config), "state_dict": self.state_dict(), "extra": plain(extra or {})}
+
 def _torchvision_resnet(name: str, weights: str):
     import torchvision  # noqa: PLC0415
 
@@ -435,15 +499,21 @@ def read_checkpoint(path: Path, map_location="cpu") -> dict:
                          "rewrite it with `dvc repro -f` of the stage that made it") from exc
 
 
-def load_checkpoint(path: Path, map_location="cpu") -> Classifier:
+def load_checkpoint(path: Path, map_location="cpu") -> nn.Module:
     """Rebuild a model saved by :func:`save_checkpoint` (weights only; no pretrained download needed).
 
     Raises:
         FileNotFoundError: naming the file and the stage that writes it.
         ValueError: not a weights-only checkpoint (see :func:`read_checkpoint`).
     """
-    ckpt = read_checkpoint(path, map_location)
+    return model_from_checkpoint(read_checkpoint(path, map_location))
+
+
+def model_from_checkpoint(ckpt: dict) -> nn.Module:
+    """The model of a ``{"config", "state_dict"}`` checkpoint dict (see :func:`load_checkpoint`), in eval mode."""
     cfg = ckpt["config"]
+    if "ensemble" in cfg:
+        return _rebuild_ensemble(ckpt)
     if "defence" in cfg:  # a defence composed with the classifier rebuilds itself from config["defence"]
         from .defences.preprocessing import rebuild_composite  # noqa: PLC0415
 
@@ -452,6 +522,19 @@ def load_checkpoint(path: Path, map_location="cpu") -> Classifier:
                         resize_to=cfg.get("resize_to"), resize_mode=cfg.get("resize_mode", "area"),
                         drop_path=cfg.get("drop_path", 0.0))
     model.load_state_dict(ckpt["state_dict"])
+    model.config = dict(cfg)
+    return model.eval()
+
+
+def _rebuild_ensemble(ckpt: dict) -> Ensemble:
+    state, cfg = ckpt["state_dict"], ckpt["config"]
+    members = []
+    for k, member_cfg in enumerate(cfg["ensemble"]["members"]):
+        prefix = f"members.{k}."
+        members.append(model_from_checkpoint({"config": member_cfg, "state_dict": {
+            key[len(prefix):]: v for key, v in state.items() if key.startswith(prefix)}}))
+    model = Ensemble(members)
+    model.load_state_dict(state)
     model.config = dict(cfg)
     return model.eval()
 

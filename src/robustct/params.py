@@ -143,6 +143,11 @@ class TrainParams(_Strict):
                            "members from one initialisation (member k: data order, augmentation and dropout seeded "
                            "seed + k) and average their weights; 1: one model. Training time x soup_size, inference "
                            "cost unchanged")
+    ensemble_size: int = Field(1, ge=1, le=16, description="deep ensemble (Lakshminarayanan et al., NeurIPS 2017): "
+                               "train the whole recipe this many times with seeds seed, seed + 1, ... (initialisation, "
+                               "data order, augmentation, dropout) on the same images; the saved model predicts the "
+                               "members' mean probability. Training, inference and every attack on the baseline cost "
+                               "x ensemble_size; 1: one model")
     soup_bn: Literal["average", "reestimate"] = Field(
         "average", description="BatchNorm running statistics of a soup: average (the members' mean, as every other "
         "weight) | reestimate (one pass over the training images, as SWA does)")

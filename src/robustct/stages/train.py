@@ -13,13 +13,14 @@ from .. import plots
 from ..crossval import cross_validate
 from ..metrics import point_metrics
 from ..robustness import predict
-from ..models import build_model, save_checkpoint
+from ..models import Ensemble, build_model, save_checkpoint
 from ..train import (EpochProgress, MixupObjective, SmoothedObjective, WeightEMA, backbone_head_param_groups, choose_threshold,
                      evaluate, fit, make_augment, seed_everything, uniform_soup)
 from ..io import OUT, device, load_split_tensors, read_split, write_csv, write_json
 
 
-def train_members(cfg: dict, init, train: tuple, val: tuple, log=None, val_label: str = "val") -> tuple[list, list[dict]]:
+def train_members(cfg: dict, init, train: tuple, val: tuple, log=None, val_label: str = "val",
+                  label: str = "fit") -> tuple[list, list[dict]]:
     """Fine-tune the ``train.soup_size`` members of the recipe in ``cfg`` (the ``train`` section of params.yaml).
 
     With ``train.head_warmup_epochs`` the head is first warmed up once on ``init`` (:func:`warm_up_head`), so every
@@ -42,7 +43,7 @@ def train_members(cfg: dict, init, train: tuple, val: tuple, log=None, val_label
     members, history = [], None
     for k in range(k_soup):
         model = init if k == k_soup - 1 else copy.deepcopy(init)
-        label = "fit" if k_soup == 1 else f"fit, soup member {k + 1}/{k_soup}"
+        member_label = label if k_soup == 1 else f"{label}, soup member {k + 1}/{k_soup}"
         member_log = log if k == 0 or log is None else \
             (lambda m, step, k=k: log({f"soup_member_{k}_{key}": v for key, v in m.items()}, step))
         trained, hist = fit(model, train, val, epochs=int(cfg["epochs"]), lr=float(cfg["lr"]),
@@ -56,10 +57,47 @@ def train_members(cfg: dict, init, train: tuple, val: tuple, log=None, val_label
                             select="last" if cfg.get("checkpoint") == "last" else "robust",
                             bn_eval=cfg.get("batchnorm", "train") == "eval",
                             sam_rho=float(cfg.get("sam_rho", 0.0)),
-                            progress=EpochProgress(int(cfg["epochs"]), label=label, val_label=val_label))
+                            progress=EpochProgress(int(cfg["epochs"]), label=member_label, val_label=val_label))
         members.append(trained)
         history = history or hist  # the stage's history and curves are member 0's
     return members, history
+
+
+def fit_ensemble(cfg: dict, train: tuple, val: tuple, log=None, val_label: str = "val",
+                 dev: torch.device | str = "cpu") -> tuple[list, list[dict]]:
+    """Train the recipe in ``cfg`` (the ``train`` section) ``train.ensemble_size`` times on the same images.
+
+    Member k is the whole recipe with ``train.seed + k``: the new head's initialisation, the data order, the
+    augmentation and dropout (and a soup's members, ``train.soup_size``) all come from that seed, so member k is
+    bit for bit the single model that ``train.seed: seed + k`` trains, and member 0 is the model of
+    ``ensemble_size: 1``. This is the "same folds, other seed" estimate of ``robustct cv-ensemble``
+    (docs/models.md, round 11). Each member gets ``train.tta``; the members' thresholds stay at 0.5 (the caller
+    chooses the deployed model's).
+
+    Args:
+        train, val: ``(x, y)``, x float (N, 1, H, W) in [0, 1] or uint8, y int64 (N,) (see :func:`robustct.train.fit`).
+        log: ``(metrics, step)`` for member 0's per-epoch numbers; member k > 0 logs them prefixed
+            ``ensemble_member_k_``. None: nothing logged.
+
+    Returns:
+        (the members, each a :class:`robustct.models.Classifier`, member 0's per-epoch history).
+    """
+    k_ens, seed0, models, history = int(cfg.get("ensemble_size", 1)), int(cfg["seed"]), [], None
+    for k in range(k_ens):
+        member_cfg = {**cfg, "seed": seed0 + k}
+        seed_everything(seed0 + k)  # the new head's initialisation depends on it
+        init = build_model(cfg["backbone"], str(cfg["weights"]), int(cfg["image_size"]), float(cfg["dropout"]),
+                           bool(cfg["freeze_backbone"]), drop_path=float(cfg.get("drop_path", 0.0))).to(dev)
+        member_log = log if k == 0 or log is None else \
+            (lambda m, step, k=k: log({f"ensemble_member_{k}_{key}": v for key, v in m.items()}, step))
+        label = "fit" if k_ens == 1 else f"fit, ensemble member {k + 1}/{k_ens}"
+        members, hist = train_members(member_cfg, init, train, val, member_log, val_label, label)
+        model = members[0] if len(members) == 1 else \
+            uniform_soup(members, bn_images=train[0] if cfg.get("soup_bn") == "reestimate" else None)
+        model.set_tta(cfg.get("tta", "none"))  # before the threshold: it is chosen for the deployed model
+        models.append(model)
+        history = history or hist  # the stage's history and curves are member 0's
+    return models, history
 
 
 def _objective(cfg: dict, seed: int):
@@ -104,13 +142,8 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
     def recipe(train, val, log):
         if refit:  # val is still scored every epoch (in-sample), but chooses nothing
             train = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
-        seed_everything(int(cfg["seed"]))  # the new head's initialisation depends on it
-        init = build_model(cfg["backbone"], str(cfg["weights"]), size, float(cfg["dropout"]),
-                           bool(cfg["freeze_backbone"]), drop_path=float(cfg.get("drop_path", 0.0))).to(dev)
-        members, history = train_members(cfg, init, train, val, log, "val (in-sample)" if refit else "val")
-        trained = members[0] if len(members) == 1 else \
-            uniform_soup(members, bn_images=train[0] if cfg.get("soup_bn") == "reestimate" else None)
-        trained.set_tta(cfg.get("tta", "none"))  # before the threshold: it is chosen for the deployed model
+        models, history = fit_ensemble(cfg, train, val, log, "val (in-sample)" if refit else "val", dev)
+        trained = models[0] if len(models) == 1 else Ensemble(models)
         trained.set_threshold(choose_threshold(trained, val, cfg.get("threshold", "0.5")))
         return trained, history
 
