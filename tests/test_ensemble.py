@@ -171,3 +171,63 @@ def test_defence_from_scratch_accepts_an_ensemble_baseline_and_fine_tuning_refus
     data = (_x(4), torch.tensor([0, 1, 0, 1]))
     with pytest.raises(ValueError, match="init: new"):  # before any training
         train_adversarial(ens, data, data, {"init": "baseline", "prefit_epochs": 0}, method="trades")
+
+
+@pytest.mark.parametrize("method", ["denoiser", "input_transform", "gaussian_smoothing"])
+def test_defence_composite_on_an_ensemble_round_trips(tmp_path, method):
+    """A defence composed with an ensemble baseline saves a checkpoint that loads back to the same model."""
+    from robustct.defences.preprocessing import DenoisedClassifier, DnCNN, InputTransform, TransformedClassifier
+    from robustct.defences.smoothing import SmoothedClassifier
+    from robustct.params import DenoiserParams, InputTransformParams, SmoothingParams
+
+    ens = Ensemble(_members(2))
+    if method == "denoiser":
+        model = DenoisedClassifier(DnCNN(1, 3, 8), ens, DenoiserParams(depth=3, width=8))
+    elif method == "input_transform":
+        model = TransformedClassifier(InputTransform(InputTransformParams()), ens)
+    else:
+        model = SmoothedClassifier(ens, SmoothingParams(samples=1))
+    model.eval().set_threshold(0.4)
+    save_checkpoint(model, tmp_path / "model.pt")
+    back = load_checkpoint(tmp_path / "model.pt")
+    assert type(back) is type(model) and isinstance(back.classifier, Ensemble)
+    assert back.config == model.config and back.config["threshold"] == 0.4
+    x = _x(4)
+    if method != "gaussian_smoothing":  # the smoothed model draws noise per call
+        with torch.no_grad():
+            assert torch.equal(back(x), model(x))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in back.state_dict().items())
+
+
+def test_ensemble_config_keeps_what_all_members_share():
+    a, b = _members(2)
+    a.set_tta("hflip")
+    assert "tta" not in Ensemble([a, b]).config  # mixed: not claimed for the whole
+    b.set_tta("hflip")
+    assert Ensemble([a, b]).config["tta"] == "hflip"
+    inner = Ensemble(_members(2))
+    outer = Ensemble([inner, _members(1)[0]])
+    assert outer.config["ensemble"]["size"] == 2 and outer.config["ensemble"]["members"][0]["ensemble"]["size"] == 2
+    b.set_threshold(0.3)
+    with pytest.raises(ValueError, match=r"members \[1\].*set_threshold\(0.5\)"):
+        Ensemble([a, b])
+
+
+def test_refit_names_every_members_validation_numbers_in_sample():
+    from robustct.stages.train import in_sample_names
+
+    assert in_sample_names("val_auc") == "val_in_sample_auc"
+    assert in_sample_names("ensemble_member_1_val_accuracy") == "ensemble_member_1_val_in_sample_accuracy"
+    assert in_sample_names("soup_member_2_val_loss") == "soup_member_2_val_in_sample_loss"
+    assert in_sample_names("train_loss") == "train_loss" and in_sample_names("lr") == "lr"
+
+
+@pytest.mark.parametrize("defend", [{"method": "gaussian_smoothing"}, {"method": "trades", "init": "baseline"},
+                                    {"method": "pgd_at", "init": "baseline"}])
+def test_params_refuse_an_ensemble_baseline_a_defence_would_fine_tune(defend):
+    from robustct.params import Params
+
+    with pytest.raises(ValueError, match="ensemble_size 2 makes the baseline an ensemble"):
+        Params.model_validate({"train": {"ensemble_size": 2}, "defend": defend})
+    Params.model_validate({"train": {"ensemble_size": 1}, "defend": defend})  # one model: fine
+    Params.model_validate({"train": {"ensemble_size": 2}, "defend": {**defend, "method": "denoiser"}})

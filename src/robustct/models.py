@@ -198,7 +198,8 @@ class Ensemble(nn.Module):
 
     Input: float tensor (N, 1, H, W) in [0, 1]. Output: (N, 2) log-probabilities
     ``log(mean_k softmax(member_k(x)))``, shifted by the decision threshold (below); ``softmax`` of the output is the
-    ensemble's probability, and ``argmax`` predicts COVID exactly when the mean P(COVID) >= ``config["threshold"]``.
+    ensemble's probability, and ``argmax`` predicts COVID when the mean P(COVID) >= ``config["threshold"]`` (an exact
+    float tie goes to non-COVID, as for :class:`Classifier`).
     Every attack and every evaluation sees the deployed decision rule, and a white-box attacker differentiates
     through all members (cost: K times a member's forward and backward pass). Source: Lakshminarayanan, Pritzel &
     Blundell, "Simple and Scalable Predictive Uncertainty Estimation using Deep Ensembles", NeurIPS 2017 (mean of
@@ -208,8 +209,12 @@ class Ensemble(nn.Module):
     own configs, from which :func:`load_checkpoint` rebuilds it. The members' own thresholds stay at 0.5; the
     ensemble's threshold is its own (:meth:`set_threshold`).
 
+    ``config["tta"]`` is kept only when every member has the same test-time augmentation; a member's
+    ``config["defence"]`` stays in its own config (``config["ensemble"]["members"]``).
+
     Raises:
-        ValueError: fewer than two members, or members that take different inputs (image size, channels).
+        ValueError: fewer than two members, members trained at different ``config["image_size"]``, or a member
+            whose decision threshold is not 0.5.
     """
 
     def __init__(self, members: list[nn.Module]):
@@ -219,9 +224,19 @@ class Ensemble(nn.Module):
         sizes = {m.config["image_size"] for m in members}
         if len(sizes) > 1:
             raise ValueError(f"ensemble members take different image sizes {sorted(sizes)}; train them at one size")
+        shifted = [k for k, m in enumerate(members) if m.config.get("threshold", 0.5) != 0.5]
+        if shifted:
+            raise ValueError(f"ensemble members {shifted} carry a decision threshold other than 0.5, which would shift "
+                             "the mean probability: call member.set_threshold(0.5) first, then the ensemble's "
+                             "set_threshold")
         self.members = nn.ModuleList(members)
         self.register_buffer("shift", torch.zeros(()))
-        self.config = {**members[0].config, "threshold": 0.5,
+        # member 0 describes the input (backbone, size, normalisation); what belongs to one member does not carry over
+        base = {k: v for k, v in members[0].config.items() if k not in ("defence", "ensemble", "tta")}
+        ttas = {m.config.get("tta", "none") for m in members}
+        if len(ttas) == 1 and ttas != {"none"}:
+            base["tta"] = ttas.pop()
+        self.config = {**base, "threshold": 0.5,
                        "ensemble": {"size": len(members), "members": [dict(m.config) for m in members]}}
 
     def forward(self, x):
@@ -463,7 +478,7 @@ def plain(obj):
     raise TypeError(f"cannot store {type(obj).__name__} in a weights-only checkpoint")
 
 
-def save_checkpoint(model: Classifier, path: Path, extra: dict | None = None) -> None:
+def save_checkpoint(model: nn.Module, path: Path, extra: dict | None = None) -> None:
     """Write the model's weights and config atomically (temp file + rename).
 
     ``config`` and ``extra`` are stored as plain Python types (:func:`plain`), so the file loads with
@@ -510,14 +525,22 @@ def load_checkpoint(path: Path, map_location="cpu") -> nn.Module:
 
 
 def model_from_checkpoint(ckpt: dict) -> nn.Module:
-    """The model of a ``{"config", "state_dict"}`` checkpoint dict (see :func:`load_checkpoint`), in eval mode."""
+    """The model of a ``{"config", "state_dict"}`` checkpoint dict (see :func:`load_checkpoint`), in eval mode:
+    a defence composite (``config["defence"]``, whose inner model may be an ensemble), an :class:`Ensemble`
+    (``config["ensemble"]``) or a :class:`Classifier`.
+
+    Raises:
+        KeyError: the config lacks a key the model needs (not a robustct checkpoint).
+        RuntimeError: the state dict does not fit the model the config describes (torch's ``load_state_dict``).
+        ValueError: unknown defence method or backbone.
+    """
     cfg = ckpt["config"]
-    if "ensemble" in cfg:
-        return _rebuild_ensemble(ckpt)
     if "defence" in cfg:  # a defence composed with the classifier rebuilds itself from config["defence"]
         from .defences.preprocessing import rebuild_composite  # noqa: PLC0415
 
         return rebuild_composite(ckpt)
+    if "ensemble" in cfg:
+        return _rebuild_ensemble(ckpt)
     model = build_model(cfg["backbone"], "none", cfg["image_size"], cfg["dropout"], freeze_backbone=True,
                         resize_to=cfg.get("resize_to"), resize_mode=cfg.get("resize_mode", "area"),
                         drop_path=cfg.get("drop_path", 0.0))
@@ -539,7 +562,7 @@ def _rebuild_ensemble(ckpt: dict) -> Ensemble:
     return model.eval()
 
 
-def load_registered(model_uri: str) -> Classifier:
+def load_registered(model_uri: str) -> nn.Module:
     """Load a model logged by :func:`robustct.tracking.log_model` (``models:/name@champion``, ``runs:/...``)
     from its weights-only checkpoint, without unpickling code.
 
@@ -548,7 +571,8 @@ def load_registered(model_uri: str) -> Classifier:
     registry URIs must already point at the store.
 
     Returns:
-        the :class:`Classifier` in eval mode on the CPU; it takes float32 ``(N, 1, H, W)`` in [0, 1].
+        the model (:class:`Classifier`, :class:`Ensemble` or a defence composite) in eval mode on the CPU; it
+        takes float32 ``(N, 1, H, W)`` in [0, 1].
 
     Raises:
         FileNotFoundError: the model has no ``extra_files/checkpoint.pt`` (logged by an older robustct).

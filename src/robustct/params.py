@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from .attack_registry import ATTACK_SPECS, NOT_APPLICABLE, fixed_budget_names, names
 from .epsilon import Epsilon, ParamsError, format_epsilon, parse_epsilon
 from .backbones import BACKBONES, DROP_PATH_BACKBONES
-from .defences import METHODS
+from .defences import METHODS, fine_tunes_baseline
 from .gate import VETO_FLAGS
 from .sanity import FLAG_NAMES
 
@@ -501,6 +501,17 @@ class Params(_Strict):
                                  "defended": CandidateParams(model="outputs/defend")})
 
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _ensemble_baseline_is_not_fine_tuned(self):
+        """Refused before the K trainings, not after them: the defend stage cannot fine-tune an ensemble."""
+        if self.train.ensemble_size > 1 and fine_tunes_baseline(self.defend.method, self.defend.init):
+            raise ValueError(f"train.ensemble_size {self.train.ensemble_size} makes the baseline an ensemble, which "
+                             f"defend.method {self.defend.method!r}"
+                             f"{' with defend.init baseline' if self.defend.init == 'baseline' else ''} "
+                             "would fine-tune: use defend.init: new, the denoiser or an input transform, or "
+                             "train.ensemble_size: 1")
+        return self
 
     @field_validator("candidates")
     @classmethod

@@ -488,7 +488,9 @@ MODEL_CHECKPOINT = "checkpoint.pt"
 
 
 def log_model(mlflow, model, x_example) -> str:
-    """Log ``model`` (a :class:`robustct.models.Classifier`) to the active run; return its model URI.
+    """Log ``model`` (a :class:`robustct.models.Classifier`, an :class:`~robustct.models.Ensemble` or a defence
+    composite) to the active run; return its model URI. An ensemble's two outputs are log-probabilities (logits
+    whose softmax is the members' mean probability); its metadata adds ``ensemble_size``.
 
     Saved with the PyTorch flavour in ``pickle`` format plus this package as code, so
     ``mlflow.pytorch.load_model(uri)`` returns the :class:`~robustct.models.Classifier` itself (an
@@ -521,7 +523,8 @@ def log_model(mlflow, model, x_example) -> str:
             serialization_format="pickle", code_paths=[str(PACKAGE_DIR)], extra_files=[str(ckpt)],
             metadata={"input": f"float32 (N, 1, {size}, {size}) grayscale in [0, 1]",
                       "output": "float32 (N, 2) logits [non_covid, covid]; argmax is the decision (threshold folded in)",
-                      "threshold": float(model.config.get("threshold", 0.5)), "backbone": model.config.get("backbone")},
+                      "threshold": float(model.config.get("threshold", 0.5)), "backbone": model.config.get("backbone"),
+                      **({"ensemble_size": model.config["ensemble"]["size"]} if "ensemble" in model.config else {})},
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "torchvision==0.29.1", "timm>=1.0,<2",
                               "cloudpickle"],
         )

@@ -3,8 +3,9 @@
 The registry maps each name to ``"module:function"`` and imports lazily (reading ``params.yaml`` imports no
 torch). A method is a function ``train(base_model, train, val, cfg, log) -> (model, history)``:
 
-- ``base_model``: the ``train`` stage's :class:`robustct.models.Classifier` (CPU or device), input
-  (N, 1, H, W) float in [0, 1], output logits (N, 2).
+- ``base_model``: the ``train`` stage's model (CPU or device), a :class:`robustct.models.Classifier` or, with
+  ``train.ensemble_size`` > 1, a :class:`robustct.models.Ensemble` (which no method may fine-tune:
+  :func:`fine_tunes_baseline`); input (N, 1, H, W) float in [0, 1], output logits (N, 2).
 - ``train``, ``val``: ``(x, y)`` with ``x`` uint8 (N, 1, H, W) and ``y`` int64 (N,).
 - ``cfg``: the validated ``defend`` section of ``params.yaml`` (a dict).
 - ``log``: ``None`` or a callable ``(metrics: dict, step: int)``; the tracker is never imported here.
@@ -27,6 +28,17 @@ METHODS: dict[str, str] = {
     "gaussian_smoothing": "robustct.defences.smoothing:train_gaussian",  # certified L2 radius (defend.smoothing)
 }
 """``defend.method`` name -> ``"module:function"`` of its training function."""
+
+INIT_METHODS = ("pgd_at", "trades", "fast_at")
+"""Methods that read ``defend.init`` (``baseline``: they fine-tune the train stage's model)."""
+FINE_TUNES_BASELINE = ("gaussian_smoothing",)
+"""Methods that always fine-tune the train stage's model."""
+
+
+def fine_tunes_baseline(method: str, init: str) -> bool:
+    """Whether ``defend.method`` with ``defend.init`` trains the train stage's own model further (which an
+    ensemble baseline, ``train.ensemble_size`` > 1, cannot be)."""
+    return method in FINE_TUNES_BASELINE or (method in INIT_METHODS and init == "baseline")
 
 
 def get_method(name: str) -> Callable:

@@ -377,9 +377,10 @@ def rebuild_composite(ckpt: dict) -> nn.Module:
     cfg = dict(ckpt["config"])
     d = dict(cfg.pop("defence"))
     kind = d.pop("method")
-    classifier = build_model(cfg["backbone"], "none", cfg["image_size"], cfg["dropout"], freeze_backbone=True,
-                             resize_to=cfg.get("resize_to"), resize_mode=cfg.get("resize_mode", "area"))
-    classifier.config = dict(cfg)
+    from ..models import model_from_checkpoint  # noqa: PLC0415  (models imports this module lazily, too)
+
+    classifier = model_from_checkpoint({"config": cfg, "state_dict": {  # a Classifier or an Ensemble
+        k[len("classifier."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("classifier.")}})
     if kind == "denoiser":
         c = DenoiserParams(**d)
         model = DenoisedClassifier(DnCNN(1, c.depth, c.width), classifier, c)

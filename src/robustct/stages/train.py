@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 
@@ -72,12 +73,16 @@ def fit_ensemble(cfg: dict, train: tuple, val: tuple, log=None, val_label: str =
     bit for bit the single model that ``train.seed: seed + k`` trains, and member 0 is the model of
     ``ensemble_size: 1``. This is the "same folds, other seed" estimate of ``robustct cv-ensemble``
     (docs/models.md, round 11). Each member gets ``train.tta``; the members' thresholds stay at 0.5 (the caller
-    chooses the deployed model's).
+    chooses the deployed model's). With ``train.soup_size`` S > 1 too, member k's soup trains with seeds
+    seed + k ... seed + k + S - 1, so neighbouring members share S - 1 data-order seeds (from different heads).
 
     Args:
+        cfg: the validated ``train`` section of params.yaml.
         train, val: ``(x, y)``, x float (N, 1, H, W) in [0, 1] or uint8, y int64 (N,) (see :func:`robustct.train.fit`).
         log: ``(metrics, step)`` for member 0's per-epoch numbers; member k > 0 logs them prefixed
             ``ensemble_member_k_``. None: nothing logged.
+        val_label: what the progress lines call the validation numbers (``val (in-sample)`` after a refit).
+        dev: the device the members train on.
 
     Returns:
         (the members, each a :class:`robustct.models.Classifier`, member 0's per-epoch history).
@@ -98,6 +103,12 @@ def fit_ensemble(cfg: dict, train: tuple, val: tuple, log=None, val_label: str =
         models.append(model)
         history = history or hist  # the stage's history and curves are member 0's
     return models, history
+
+
+def in_sample_names(key: str) -> str:
+    """A refit's metric name: ``val_*`` -> ``val_in_sample_*``, also behind an ensemble or soup member's prefix
+    (``ensemble_member_1_val_auc`` -> ``ensemble_member_1_val_in_sample_auc``), since its val images were trained on."""
+    return re.sub(r"(^|_member_\d+_)val_", r"\1val_in_sample_", key)
 
 
 def _objective(cfg: dict, seed: int):
@@ -180,7 +191,7 @@ def run(params: dict, data_root: Path, split_dir: Path = OUT / "split", out_dir:
                               tags={**tracking.standard_tags(split_dir), "stage": "train", "candidate": "baseline"}) as r:
             mlflow.log_params(tracking.flatten_params(cfg))
             tracking.log_split_inputs(mlflow, split_dir, ("train", "val"))
-            rename = (lambda k: "val_in_sample_" + k[4:] if k.startswith("val_") else k) if refit else (lambda k: k)
+            rename = in_sample_names if refit else (lambda k: k)
             trained, history, metrics = body(lambda m, step: mlflow.log_metrics({rename(k): v for k, v in m.items()},
                                                                                step=step))
             mlflow.log_metrics({**metrics, "threshold": trained.config["threshold"]})
