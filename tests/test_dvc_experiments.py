@@ -105,6 +105,7 @@ def test_temp_and_parallel_queued_experiments_keep_their_runs(tmp_path):
         subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=proj, env=env, capture_output=True, timeout=120)
     assert status.count("Success") == 2 and "Failed" not in status, status
     logs = "".join(f.read_text(errors="replace") for f in (proj / ".dvc" / "tmp" / "exps").rglob("*.out"))
+    assert logs.count("workspace ") >= 2, "the queued stages' own output was not found in DVC's logs"
     assert "database is locked" not in logs
 
     db = proj / "mlruns" / "mlflow.db"

@@ -172,9 +172,8 @@ class Classifier(nn.Module):
         return self
 
     def checkpoint(self, extra: dict | None = None) -> dict:
-        """``{"config", "state_dict", "extra"}`` with config and extra as plain Python types (:func:`plain`),
-        loadable with ``torch.load(..., weights_only=True)``; see :func:`save_checkpoint`."""
-        return {"config": plain(self.config), "state_dict": self.state_dict(), "extra": plain(extra or {})}
+        """See :func:`checkpoint_of`."""
+        return checkpoint_of(self, extra)
 
     # -- decision threshold -----------------------------------------------------------
     def set_threshold(self, threshold: float) -> None:
@@ -190,7 +189,6 @@ class Classifier(nn.Module):
         with torch.no_grad():
             self.fc.bias[1] -= shift
         self.config["threshold"] = float(threshold)
-
 
 
 class Ensemble(nn.Module):
@@ -268,8 +266,20 @@ class Ensemble(nn.Module):
                          "ImageNet weights), the denoiser or an input transform, or set train.ensemble_size: 1")
 
     def checkpoint(self, extra: dict | None = None) -> dict:
-        """``{"config", "state_dict", "extra"}`` in plain types, as :meth:`Classifier.checkpoint`."""
-        return {"config": plain(self.config), "state_dict": self.state_dict(), "extra": plain(extra or {})}
+        """See :func:`checkpoint_of`."""
+        return checkpoint_of(self, extra)
+
+
+def checkpoint_of(model: nn.Module, extra: dict | None = None) -> dict:
+    """``{"config", "state_dict", "extra"}`` of ``model`` (which has a ``config`` dict), with config and extra as
+    plain Python types (:func:`plain`), loadable with ``torch.load(..., weights_only=True)``; see
+    :func:`save_checkpoint`. Shared by :class:`Classifier`, :class:`Ensemble` and the defence composites.
+
+    Raises:
+        TypeError: ``config`` or ``extra`` holds something that is not plain data or a tensor.
+    """
+    return {"config": plain(model.config), "state_dict": model.state_dict(), "extra": plain(extra or {})}
+
 
 def _torchvision_resnet(name: str, weights: str):
     import torchvision  # noqa: PLC0415

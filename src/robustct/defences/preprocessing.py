@@ -28,7 +28,7 @@ from PIL import Image
 from torch import nn
 
 from ..attacks import PGD
-from ..models import Classifier, build_model, plain
+from ..models import Classifier, checkpoint_of
 from ..params import DenoiserParams, InputTransformParams, parse_epsilon
 from ..robustness import predict
 from ..train import choose_threshold, evaluate, seed_everything
@@ -51,7 +51,7 @@ class Composite(nn.Module):
 
     def checkpoint(self, extra: dict | None = None) -> dict:
         """``{"config", "state_dict", "extra"}`` in plain types (``models.save_checkpoint`` writes it)."""
-        return {"config": plain(self.config), "state_dict": self.state_dict(), "extra": plain(extra or {})}
+        return checkpoint_of(self, extra)
 
     def set_threshold(self, threshold: float) -> None:
         """Fold the decision threshold into the classifier (see ``Classifier.set_threshold``)."""
