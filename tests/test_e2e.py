@@ -161,6 +161,10 @@ def test_runs_and_registry_after_passing_gate(project):
     assert {"validate", "train", "attack", "defend", "promote"} <= stages
     attack_runs = {r.data.tags.get("candidate") for r in runs if r.data.tags.get("stage") == "attack"}
     assert attack_runs == {"baseline", "defended"}
+    for candidate in attack_runs:  # each attack stage logs where its time went (not in its DVC outputs)
+        timed = [r for r in runs if r.data.tags.get("stage") == "attack" and r.data.tags.get("candidate") == candidate
+                 and "wall_seconds_worst_case" in r.data.metrics]
+        assert len(timed) == 1 and {"wall_seconds_pgd", "wall_seconds_write"} <= set(timed[0].data.metrics)
     train = next(r for r in runs if r.data.tags.get("stage") == "train")
     assert {"git_commit", "data_version", "split_test_sha256", "torch_num_threads", "device"} <= set(train.data.tags)
     val = "val_in_sample_accuracy" if small_params()["train"]["fit_on"] == "train_val" else "val_accuracy"

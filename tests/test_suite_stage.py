@@ -137,6 +137,42 @@ def test_suite_outputs_and_invariants(tiny_model, tmp_path):
     assert metrics == json.loads(json.dumps(flat_sweep_metrics(res)))
 
 
+def test_section_timer_adds_up_and_records_a_failed_block(monkeypatch):
+    from robustct import robustness
+
+    clock = iter([0.0, 2.0, 10.0, 13.0, 20.0, 20.5])
+    monkeypatch.setattr(robustness.time, "perf_counter", lambda: next(clock))
+    timings: dict = {}
+    with robustness.section_timer(timings, "pgd"):
+        pass
+    with robustness.section_timer(timings, "pgd"):
+        pass
+    with pytest.raises(RuntimeError), robustness.section_timer(timings, "square"):
+        raise RuntimeError("attack failed")
+    assert timings == {"pgd": 5.0, "square": 0.5}
+    with robustness.section_timer(None, "pgd"):  # None: nothing recorded, the clock not read (it is exhausted)
+        pass
+
+
+def test_timings_name_every_part_of_the_sweep_and_change_no_output(tiny_model, tmp_path):
+    g = torch.Generator().manual_seed(5)
+    x = (torch.rand(12, 1, 16, 16, generator=g) * 255).to(torch.uint8)
+    y = torch.tensor([0, 1] * 6)
+    cfg = sweep_config({**ATTACK, "suite": ["fgsm", "pgd", "apgd_ce", "deepfool", "fgsm_min_eps"],
+                        "worst_case": ["fgsm", "pgd", "apgd_ce"], "grid_examples": 0})
+    timings: dict = {}
+    torch.manual_seed(0)
+    timed = sweep_and_write(tiny_model, x, y, cfg, tmp_path / "timed", progress=None, timings=timings)
+    torch.manual_seed(0)
+    plain = sweep_and_write(tiny_model, x, y, cfg, tmp_path / "plain", progress=None)
+    assert set(timings) == {"fgsm_paper", "fgsm", "pgd", "apgd_ce", "deepfool", "fgsm_min_eps", "worst_case",
+                            "targeted", "analysis", "paper_readings", "write"}
+    assert all(isinstance(v, float) and v >= 0 for v in timings.values())
+    assert json.dumps(timed, sort_keys=True) == json.dumps(plain, sort_keys=True)
+    for f in ("sweep.json", "metrics.json", "worst_case.csv", "pgd.csv"):
+        assert (tmp_path / "timed" / f).read_bytes() == (tmp_path / "plain" / f).read_bytes(), f
+
+
 class FakeRun:
     def __init__(self, log, name, nested, tags):
         self.log, self.name = log, name

@@ -10,6 +10,8 @@ Definitions (per sweep point, over the evaluated images):
 """
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -368,7 +370,21 @@ def gradient_zero_fraction(model, x, y, batch_size=32, tol: float = 0.0) -> floa
     return zero / max(len(x), 1)
 
 
-def standard_suite(model, x, y, cfg: dict, progress=None) -> dict:
+@contextmanager
+def section_timer(timings: dict | None, key: str):
+    """Add the wall-clock seconds (``time.perf_counter``) of the ``with`` block to ``timings[key]``; nothing when
+    ``timings`` is None. Timings are for budgets and MLflow only, never in a DVC output (they differ run to run)."""
+    if timings is None:
+        yield
+        return
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
+
+
+def standard_suite(model, x, y, cfg: dict, progress=None, timings: dict | None = None) -> dict:
     """The project's sweep: FGSM on the paper grid and the standard grid, PGD and the rest of the
     suite (``cfg["suite"]``) on the standard grid, targeted scenarios, minimal-epsilon curves,
     perceptibility and sanity flags.
@@ -380,6 +396,10 @@ def standard_suite(model, x, y, cfg: dict, progress=None) -> dict:
             attack (``"bim"``, ``"mim"``, ``"apgd_ce"``, ``"square"``, ``"cw_l2"``, ``"deepfool"``,
             ``"fgsm_min_eps"``; ``subset`` = images attacked), ``"targeted"``, ``"perceptibility_epsilon"``,
             ``"sanity"`` (thresholds).
+        timings: None, or a dict that receives the wall-clock seconds of each part of the sweep: ``fgsm_paper``,
+            ``fgsm``, ``pgd``, one key per further suite attack, ``worst_case`` (when configured), and with the
+            suite ``targeted`` and ``analysis`` (minimal-epsilon curves, perceptibility, sanity flags). The
+            results do not depend on it.
 
     Returns:
         ``{"fgsm_paper": [...], "fgsm": [...], "pgd": [...], "examples": {...}}`` plus one point list per
@@ -394,8 +414,10 @@ def standard_suite(model, x, y, cfg: dict, progress=None) -> dict:
     seed = cfg.get("seed", 0)
     std = cfg["standard_epsilons"]
     suite = list(cfg.get("suite", []))
-    fgsm_paper, examples = fgsm_sweep(model, x, y, cfg["paper_epsilons"], bs, keep)
-    fgsm_std, std_examples = fgsm_sweep(model, x, y, std, bs, keep)
+    with section_timer(timings, "fgsm_paper"):
+        fgsm_paper, examples = fgsm_sweep(model, x, y, cfg["paper_epsilons"], bs, keep)
+    with section_timer(timings, "fgsm"):
+        fgsm_std, std_examples = fgsm_sweep(model, x, y, std, bs, keep)
     pgd_cfg = {"seed": seed, **cfg["pgd"]}
     eps_p = cfg.get("perceptibility_epsilon", 2 / 255)
     std_p = sorted(set(std) | {eps_p}) if suite else std
@@ -405,14 +427,16 @@ def standard_suite(model, x, y, cfg: dict, progress=None) -> dict:
         return make_attack("pgd", model, e, pgd_cfg)
 
     pgd_adv: dict = {}
-    pgd = attack_sweep(model, x, y, "pgd", make_pgd, std_p, bs, progress, pgd_adv)
+    with section_timer(timings, "pgd"):
+        pgd = attack_sweep(model, x, y, "pgd", make_pgd, std_p, bs, progress, pgd_adv)
     result = {"fgsm_paper": fgsm_paper, "fgsm": fgsm_std, "pgd": [p for p in pgd if p["epsilon"] in std],
               "examples": {**examples, **std_examples}}
     if not [n for n in suite if n not in ("fgsm", "pgd")]:  # the FGSM + PGD sweep only
         e_fig = eps_p if eps_p in pgd_adv else min(pgd_adv, default=None)
         result["adversarial"] = {"pgd": {e_fig: pgd_adv[e_fig]}} if e_fig is not None else {}
         if cfg.get("worst_case"):
-            result["worst_case"] = _worst_case_of(model, x, y, cfg, {"pgd": pgd_adv}, progress)
+            with section_timer(timings, "worst_case"):
+                result["worst_case"] = _worst_case_of(model, x, y, cfg, {"pgd": pgd_adv}, progress)
         return result
     advs["pgd"] = {eps_p: pgd_adv[eps_p]}
     xf = as_float(x)
@@ -425,55 +449,60 @@ def standard_suite(model, x, y, cfg: dict, progress=None) -> dict:
     for name in suite:
         if name in ("fgsm", "pgd"):
             continue
-        acfg = {"seed": seed, **cfg.get(name, {})}
-        idx = subset_index(len(x), acfg.get("subset"), seed)
-        subsets[name] = idx
-        if name in LINF_SUITE:
-            out: dict = {}
-            pts = attack_sweep(model, xf[idx], y[idx], name, lambda e, n=name, c=acfg: make_attack(n, model, e, c),
-                               std_p, bs, progress, out, clean_pred[idx])
-            result[name] = [p for p in pts if p["epsilon"] in std]
-            advs[name] = {eps_p: out[eps_p]}
-            per_sample[name] = out
-        elif name in MINIMAL_SUITE:
-            pts, info = minimal_attack_points(model, xf[idx], y[idx], make_attack(name, model, None, acfg), std, bs,
-                                              clean_pred[idx])
-            result[name] = pts
-            minimal["curves"][f"{name}_linf"] = (info["eps_min_linf"], correct[idx])
-            minimal["norms"][name] = {k: info[k] for k in ("unbounded_success_rate", "median_l2", "median_linf")}
-            minimal["norms"][name]["n"] = int(len(idx))
-            advs[name] = {"minimal": info["x_adv"]}
-            say(f"{name}: unbounded success {info['unbounded_success_rate']:.3f}, median L2 {info['median_l2']:.4f}")
-        elif name == "fgsm_min_eps":
-            atk = IterativeEpsilonFGSM(model, acfg.get("max_epsilon", 0.3), acfg.get("epsilon_step", 1 / 255),
-                                       batch_size=bs)
-            e_min, _ = atk.minimal_epsilon(xf[idx].to(next(model.parameters()).device),
-                                           y[idx].to(next(model.parameters()).device))
-            e_min = e_min.cpu()
-            minimal["curves"]["fgsm_min_eps"] = (e_min, correct[idx])
-            minimal["fgsm_min_eps_config"] = atk.config()
-            result[name] = [{"attack": name, "epsilon": float(e), "n": int(len(idx)),
-                             "clean_accuracy": float(correct[idx].float().mean()),
-                             "robust_accuracy": r, "config": atk.config(),
-                             "derived_from": "per-image minimal FGSM epsilon (paper Algorithm 1)"}
-                            for e, r in zip(std, curve_from_minimal(e_min, correct[idx], std))]
-            say(f"fgsm_min_eps: median minimal epsilon {float(e_min.median()):.4f}")
-        else:
-            raise ValueError(f"unknown attack {name!r} in the suite; valid: {', '.join(ATTACKS)}")
+        with section_timer(timings, name):
+            acfg = {"seed": seed, **cfg.get(name, {})}
+            idx = subset_index(len(x), acfg.get("subset"), seed)
+            subsets[name] = idx
+            if name in LINF_SUITE:
+                out: dict = {}
+                pts = attack_sweep(model, xf[idx], y[idx], name, lambda e, n=name, c=acfg: make_attack(n, model, e, c),
+                                   std_p, bs, progress, out, clean_pred[idx])
+                result[name] = [p for p in pts if p["epsilon"] in std]
+                advs[name] = {eps_p: out[eps_p]}
+                per_sample[name] = out
+            elif name in MINIMAL_SUITE:
+                pts, info = minimal_attack_points(model, xf[idx], y[idx], make_attack(name, model, None, acfg), std, bs,
+                                                  clean_pred[idx])
+                result[name] = pts
+                minimal["curves"][f"{name}_linf"] = (info["eps_min_linf"], correct[idx])
+                minimal["norms"][name] = {k: info[k] for k in ("unbounded_success_rate", "median_l2", "median_linf")}
+                minimal["norms"][name]["n"] = int(len(idx))
+                advs[name] = {"minimal": info["x_adv"]}
+                say(f"{name}: unbounded success {info['unbounded_success_rate']:.3f}, "
+                    f"median L2 {info['median_l2']:.4f}")
+            elif name == "fgsm_min_eps":
+                atk = IterativeEpsilonFGSM(model, acfg.get("max_epsilon", 0.3), acfg.get("epsilon_step", 1 / 255),
+                                           batch_size=bs)
+                e_min, _ = atk.minimal_epsilon(xf[idx].to(next(model.parameters()).device),
+                                               y[idx].to(next(model.parameters()).device))
+                e_min = e_min.cpu()
+                minimal["curves"]["fgsm_min_eps"] = (e_min, correct[idx])
+                minimal["fgsm_min_eps_config"] = atk.config()
+                result[name] = [{"attack": name, "epsilon": float(e), "n": int(len(idx)),
+                                 "clean_accuracy": float(correct[idx].float().mean()),
+                                 "robust_accuracy": r, "config": atk.config(),
+                                 "derived_from": "per-image minimal FGSM epsilon (paper Algorithm 1)"}
+                                for e, r in zip(std, curve_from_minimal(e_min, correct[idx], std))]
+                say(f"fgsm_min_eps: median minimal epsilon {float(e_min.median()):.4f}")
+            else:
+                raise ValueError(f"unknown attack {name!r} in the suite; valid: {', '.join(ATTACKS)}")
 
     if cfg.get("worst_case"):
         full = {n: d for n, d in per_sample.items() if len(subsets.get(n, range(len(x)))) == len(x)}
-        result["worst_case"] = _worst_case_of(model, x, y, cfg, full, progress)
+        with section_timer(timings, "worst_case"):
+            result["worst_case"] = _worst_case_of(model, x, y, cfg, full, progress)
 
     # targeted clinical scenarios
     tcfg = cfg.get("targeted", {})
     result["targeted"] = {}
-    for name in tcfg.get("attacks", []):
-        acfg = pgd_cfg if name == "pgd" else {"seed": seed, **cfg.get(name, {})}
-        for scen in tcfg.get("scenarios", list(SCENARIOS)):
-            result["targeted"][f"{name}/{scen}"] = targeted_points(
-                model, xf, y, name, lambda e, n=name, c=acfg: make_attack(n, model, e, c, targeted=True),
-                tcfg.get("epsilons") or std, scen, batch_size=bs, progress=progress)
+    with section_timer(timings, "targeted"):
+        for name in tcfg.get("attacks", []):
+            acfg = pgd_cfg if name == "pgd" else {"seed": seed, **cfg.get(name, {})}
+            for scen in tcfg.get("scenarios", list(SCENARIOS)):
+                result["targeted"][f"{name}/{scen}"] = targeted_points(
+                    model, xf, y, name, lambda e, n=name, c=acfg: make_attack(n, model, e, c, targeted=True),
+                    tcfg.get("epsilons") or std, scen, batch_size=bs, progress=progress)
+    analysis_start = time.perf_counter()
 
     # the whole curve from one run, checked against the explicit fixed-epsilon runs
     if "pgd" in per_sample:  # union over the sweep: broken at some epsilon <= e
@@ -514,6 +543,8 @@ def standard_suite(model, x, y, cfg: dict, progress=None) -> dict:
     result["subsets"] = subsets
     result["clean_accuracy"] = float(correct.float().mean())
     result["sanity"] = sanity.sanity_flags(result, gradient_zero_fraction(model, x, y, bs), cfg.get("sanity", {}))
+    if timings is not None:
+        timings["analysis"] = time.perf_counter() - analysis_start
     for k, v in result["sanity"]["flags"].items():
         if v["flag"]:
             say(f"SANITY FLAG {k}: {v['detail']}")
@@ -539,4 +570,4 @@ def _worst_case_of(model, x, y, cfg: dict, full_runs: dict, progress) -> list[di
 
 __all__ = ["FGSM", "PGD", "SCENARIOS", "attack_sweep", "curve_from_minimal", "fgsm_sweep",
            "make_attack", "minimal_attack_points", "paper_table", "point_summary", "predict", "run_attack",
-           "standard_suite", "targeted_points", "threat_model_violation", "worst_case"]
+           "section_timer", "standard_suite", "targeted_points", "threat_model_violation", "worst_case"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from . import plots
 from .models import LABELS
 from .epsilon import format_epsilon
-from .robustness import paper_table, predict, standard_suite
+from .robustness import paper_table, predict, section_timer, standard_suite
 from .io import PAPER_FGSM_NON_COVID, flat_sweep_metrics, point_lists, write_csv, write_json
 from .progress import timed
 
@@ -23,8 +23,12 @@ PERCEPTIBILITY_FIELDS = ["attack", "epsilon", "n", "n_success"] + [f"median_{k}"
     "linf", "l2", "l0", "l0_fraction", "psnr", "ssim")]
 
 
-def sweep_and_write(model, x, y, cfg: dict, out_dir: Path, progress=print) -> dict:
+def sweep_and_write(model, x, y, cfg: dict, out_dir: Path, progress=print, timings: dict | None = None) -> dict:
     """Run the standard suite and write sweep.json, metrics.json, CSVs, the paper table and plots.
+
+    ``timings`` (None or a dict) receives the wall-clock seconds of each part: those of
+    :func:`robustct.robustness.standard_suite`, ``paper_readings`` (the grey-level FGSM sweep) and ``write`` (files
+    and figures). They are not written to ``out_dir``: the outputs stay identical from run to run.
 
     Returns:
         the JSON-able part of the result: one point list per attack, ``paper_table_non_covid`` and,
@@ -32,12 +36,21 @@ def sweep_and_write(model, x, y, cfg: dict, out_dir: Path, progress=print) -> di
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = standard_suite(model, x, y, cfg, timed(progress) if progress else None)  # elapsed time per line
+    result = standard_suite(model, x, y, cfg, timed(progress) if progress else None,  # elapsed time per line
+                            timings=timings)
     table = paper_table(result["fgsm_paper"], PAPER_FGSM_NON_COVID)
-    result["paper_readings"] = paper_readings(model, x, y, cfg, result["fgsm_paper"])
+    with section_timer(timings, "paper_readings"):
+        result["paper_readings"] = paper_readings(model, x, y, cfg, result["fgsm_paper"])
     sweeps = point_lists(result)
     extra = {k: result[k] for k in ("targeted", "minimal_epsilon", "perceptibility", "sanity", "paper_readings")
              if k in result}
+    with section_timer(timings, "write"):
+        _write(model, x, y, cfg, out_dir, result, table, sweeps, extra)
+    return {**sweeps, "paper_table_non_covid": table, **extra}
+
+
+def _write(model, x, y, cfg: dict, out_dir: Path, result: dict, table: list[dict], sweeps: dict, extra: dict) -> None:
+    """The files and figures of :func:`sweep_and_write`."""
     write_json(out_dir / "sweep.json", {**sweeps, "paper_table_non_covid": table, **extra})
     write_json(out_dir / "metrics.json", flat_sweep_metrics(result))
     for key, pts in sweeps.items():
@@ -99,7 +112,6 @@ def sweep_and_write(model, x, y, cfg: dict, out_dir: Path, progress=print) -> di
                                           {n: predict(model, v).numpy() for n, v in advs.items()}, labels,
                                           out_dir / "original_vs_adversarial.png",
                                           title=f"epsilon = {format_epsilon(eps_p)}")
-    return {**sweeps, "paper_table_non_covid": table, **extra}
 
 
 def paper_readings(model, x, y, cfg: dict, pixel_points: list[dict]) -> dict:

@@ -10,6 +10,7 @@ import torch
 from ..io import OUT, device, load_split_tensors, read_json, sweep_config, write_json
 from ..models import load_checkpoint
 from ..epsilon import format_epsilon
+from ..robustness import section_timer
 from ..sweep_report import headline, log_sweep, sweep_and_write
 
 
@@ -18,7 +19,9 @@ def run(params: dict, data_root: Path, candidate: str = "baseline", model_dir: P
         track: bool = True) -> dict:
     """Attack ``model_dir/model.pt`` on the test split; write ``outputs/<candidate>/attack/`` and the headline
     metrics ``outputs/<candidate>/attack.json``; one MLflow run ``attack-<candidate>`` (started before the
-    attacks, so its duration is true) with a nested run per (attack, epsilon, target mode)."""
+    attacks, so its duration is true) with a nested run per (attack, epsilon, target mode), and the wall-clock
+    seconds of each part of the sweep as its metrics ``wall_seconds_<part>`` (``pgd``, ``worst_case``, ``cw_l2``,
+    ...: :func:`robustct.sweep_report.sweep_and_write`), also printed; they are not in the DVC outputs."""
     cfg = sweep_config(params["attack"])
     model_dir = Path(model_dir)
     out_dir = Path(out_dir) if out_dir else OUT / candidate / "attack"
@@ -26,8 +29,9 @@ def run(params: dict, data_root: Path, candidate: str = "baseline", model_dir: P
     model = load_checkpoint(model_dir / "model.pt").to(device())
     x, y = load_split_tensors(data_root, split_dir, "test", model.config["image_size"])
     torch.manual_seed(cfg["seed"])
+    timings: dict = {}  # wall seconds per part of the sweep: printed and logged to MLflow, never in the outputs
     if not track:
-        sweeps = sweep_and_write(model, x, y, cfg, out_dir)
+        sweeps = sweep_and_write(model, x, y, cfg, out_dir, timings=timings)
     else:
         from .. import tracking  # noqa: PLC0415
 
@@ -45,7 +49,10 @@ def run(params: dict, data_root: Path, candidate: str = "baseline", model_dir: P
                                "perceptibility_epsilon": format_epsilon(cfg["perceptibility_epsilon"]),
                                **{f"{name}.{k}": v for name in cfg["suite"] for k, v in cfg.get(name, {}).items()}})
             tracking.log_split_inputs(mlflow, split_dir, ("test",))
-            sweeps = sweep_and_write(model, x, y, cfg, out_dir)
-            log_sweep(mlflow, sweeps, out_dir)
+            sweeps = sweep_and_write(model, x, y, cfg, out_dir, timings=timings)
+            with section_timer(timings, "mlflow_logging"):
+                log_sweep(mlflow, sweeps, out_dir)
+            mlflow.log_metrics({f"wall_seconds_{k}": v for k, v in timings.items()})
+    print("attack wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in sorted(timings.items(), key=lambda kv: -kv[1])))
     write_json(headline_path, headline(sweeps))
     return sweeps
