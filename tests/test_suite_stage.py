@@ -140,8 +140,10 @@ def test_suite_outputs_and_invariants(tiny_model, tmp_path):
 def test_section_timer_adds_up_and_records_a_failed_block(monkeypatch):
     from robustct import robustness
 
+    from types import SimpleNamespace
+
     clock = iter([0.0, 2.0, 10.0, 13.0, 20.0, 20.5])
-    monkeypatch.setattr(robustness.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(robustness, "time", SimpleNamespace(perf_counter=lambda: next(clock)))  # this module only
     timings: dict = {}
     with robustness.section_timer(timings, "pgd"):
         pass
@@ -154,22 +156,28 @@ def test_section_timer_adds_up_and_records_a_failed_block(monkeypatch):
         pass
 
 
-def test_timings_name_every_part_of_the_sweep_and_change_no_output(tiny_model, tmp_path):
+@pytest.mark.parametrize("suite, keys", [
+    (["fgsm", "pgd", "apgd_ce", "deepfool", "fgsm_min_eps"],
+     {"fgsm_paper", "fgsm", "pgd", "apgd_ce", "deepfool", "fgsm_min_eps", "worst_case", "targeted", "analysis",
+      "paper_readings", "write"}),
+    (["fgsm", "pgd"], {"fgsm_paper", "fgsm", "pgd", "worst_case", "paper_readings", "write"}),  # early return
+])
+def test_timings_name_every_part_of_the_sweep_and_change_no_output(tiny_model, tmp_path, suite, keys):
     g = torch.Generator().manual_seed(5)
     x = (torch.rand(12, 1, 16, 16, generator=g) * 255).to(torch.uint8)
     y = torch.tensor([0, 1] * 6)
-    cfg = sweep_config({**ATTACK, "suite": ["fgsm", "pgd", "apgd_ce", "deepfool", "fgsm_min_eps"],
-                        "worst_case": ["fgsm", "pgd", "apgd_ce"], "grid_examples": 0})
+    cfg = sweep_config({**ATTACK, "suite": suite, "worst_case": ["fgsm", "pgd", "apgd_ce"], "grid_examples": 2})
     timings: dict = {}
     torch.manual_seed(0)
     timed = sweep_and_write(tiny_model, x, y, cfg, tmp_path / "timed", progress=None, timings=timings)
     torch.manual_seed(0)
     plain = sweep_and_write(tiny_model, x, y, cfg, tmp_path / "plain", progress=None)
-    assert set(timings) == {"fgsm_paper", "fgsm", "pgd", "apgd_ce", "deepfool", "fgsm_min_eps", "worst_case",
-                            "targeted", "analysis", "paper_readings", "write"}
+    assert set(timings) == keys
     assert all(isinstance(v, float) and v >= 0 for v in timings.values())
     assert json.dumps(timed, sort_keys=True) == json.dumps(plain, sort_keys=True)
-    for f in ("sweep.json", "metrics.json", "worst_case.csv", "pgd.csv"):
+    files = sorted(p.name for p in (tmp_path / "timed").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "plain").iterdir()) and "examples.png" in files
+    for f in files:  # figures included: the timing changes no output
         assert (tmp_path / "timed" / f).read_bytes() == (tmp_path / "plain" / f).read_bytes(), f
 
 

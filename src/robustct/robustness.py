@@ -397,9 +397,11 @@ def standard_suite(model, x, y, cfg: dict, progress=None, timings: dict | None =
             ``"fgsm_min_eps"``; ``subset`` = images attacked), ``"targeted"``, ``"perceptibility_epsilon"``,
             ``"sanity"`` (thresholds).
         timings: None, or a dict that receives the wall-clock seconds of each part of the sweep: ``fgsm_paper``,
-            ``fgsm``, ``pgd``, one key per further suite attack, ``worst_case`` (when configured), and with the
-            suite ``targeted`` and ``analysis`` (minimal-epsilon curves, perceptibility, sanity flags). The
-            results do not depend on it.
+            ``fgsm``, ``pgd``, one key per further suite attack, ``worst_case`` (when configured: the cascade's
+            attack runs that are not reused from the suite's full-set runs, e.g. APGD-CE and Square when only the
+            cascade runs them), and when the suite has an attack besides FGSM and PGD also ``targeted`` and
+            ``analysis`` (minimal-epsilon curves, perceptibility, sanity flags). Seconds add up over calls that
+            share the dict. The results do not depend on it.
 
     Returns:
         ``{"fgsm_paper": [...], "fgsm": [...], "pgd": [...], "examples": {...}}`` plus one point list per
@@ -502,49 +504,47 @@ def standard_suite(model, x, y, cfg: dict, progress=None, timings: dict | None =
                 result["targeted"][f"{name}/{scen}"] = targeted_points(
                     model, xf, y, name, lambda e, n=name, c=acfg: make_attack(n, model, e, c, targeted=True),
                     tcfg.get("epsilons") or std, scen, batch_size=bs, progress=progress)
-    analysis_start = time.perf_counter()
+    with section_timer(timings, "analysis"):  # minimal-epsilon curves, perceptibility, sanity flags
+        # the whole curve from one run, checked against the explicit fixed-epsilon runs
+        if "pgd" in per_sample:  # union over the sweep: broken at some epsilon <= e
+            e_min = torch.full((len(y),), float("inf"))
+            for e in sorted(per_sample["pgd"]):
+                broken = predict(model, per_sample["pgd"][e], bs).argmax(1) != y
+                e_min = torch.where(broken & torch.isinf(e_min), torch.full_like(e_min, e), e_min)
+            minimal["curves"]["pgd_union"] = (torch.where(correct, e_min, torch.zeros_like(e_min)), correct)
+        grid_step = cfg.get("fgsm_min_eps", {}).get("epsilon_step", 1 / 255)
+        grid_max = max([cfg.get("fgsm_min_eps", {}).get("max_epsilon", 0.3)] + std)
+        grid = [k * grid_step for k in range(int(grid_max / grid_step + 1e-9) + 1)]
+        curves = {k: curve_from_minimal(e, c, grid) for k, (e, c) in minimal["curves"].items()}
+        check = []
+        if "fgsm_min_eps" in minimal["curves"]:
+            e_min, c = minimal["curves"]["fgsm_min_eps"]
+            idx = subsets["fgsm_min_eps"]
+            for p in fgsm_std + [q for q in fgsm_paper if q["epsilon"] <= grid_max + 1e-9]:
+                if len(idx) != len(y):
+                    break
+                from_min = curve_from_minimal(e_min, c, [p["epsilon"]])[0]
+                check.append({"attack": "fgsm", "epsilon": p["epsilon"], "from_minimal": from_min,
+                              "fixed": p["robust_accuracy"], "difference": from_min - p["robust_accuracy"]})
+        result["minimal_epsilon"] = {"grid": grid, "curves": curves, "norms": minimal["norms"], "check": check,
+                                     "median_minimal_epsilon": {k: float(e[c].median()) if c.any() else float("nan")
+                                                                for k, (e, c) in minimal["curves"].items()}}
 
-    # the whole curve from one run, checked against the explicit fixed-epsilon runs
-    if "pgd" in per_sample:  # union over the sweep: broken at some epsilon <= e
-        e_min = torch.full((len(y),), float("inf"))
-        for e in sorted(per_sample["pgd"]):
-            broken = predict(model, per_sample["pgd"][e], bs).argmax(1) != y
-            e_min = torch.where(broken & torch.isinf(e_min), torch.full_like(e_min, e), e_min)
-        minimal["curves"]["pgd_union"] = (torch.where(correct, e_min, torch.zeros_like(e_min)), correct)
-    grid_step = cfg.get("fgsm_min_eps", {}).get("epsilon_step", 1 / 255)
-    grid_max = max([cfg.get("fgsm_min_eps", {}).get("max_epsilon", 0.3)] + std)
-    grid = [k * grid_step for k in range(int(grid_max / grid_step + 1e-9) + 1)]
-    curves = {k: curve_from_minimal(e, c, grid) for k, (e, c) in minimal["curves"].items()}
-    check = []
-    if "fgsm_min_eps" in minimal["curves"]:
-        e_min, c = minimal["curves"]["fgsm_min_eps"]
-        idx = subsets["fgsm_min_eps"]
-        for p in fgsm_std + [q for q in fgsm_paper if q["epsilon"] <= grid_max + 1e-9]:
-            if len(idx) != len(y):
-                break
-            from_min = curve_from_minimal(e_min, c, [p["epsilon"]])[0]
-            check.append({"attack": "fgsm", "epsilon": p["epsilon"], "from_minimal": from_min,
-                          "fixed": p["robust_accuracy"], "difference": from_min - p["robust_accuracy"]})
-    result["minimal_epsilon"] = {"grid": grid, "curves": curves, "norms": minimal["norms"], "check": check,
-                                 "median_minimal_epsilon": {k: float(e[c].median()) if c.any() else float("nan")
-                                                            for k, (e, c) in minimal["curves"].items()}}
-
-    # perceptibility at the perceptibility epsilon (successful adversarial images only)
-    perc = []
-    for name, d in advs.items():
-        idx = subsets.get(name, torch.arange(len(y)))
-        for key, xa in d.items():
-            stats = perceptibility.per_sample(xf[idx], xa)
-            ok = (predict(model, xa, bs).argmax(1) != y[idx]) & correct[idx]
-            perc.append({"attack": name, "epsilon": key if key == "minimal" else float(key), "n": int(len(idx)),
-                         "n_success": int(ok.sum()), **perceptibility.medians(stats, ok.numpy())})
-    result["perceptibility"] = perc
-    result["adversarial"] = advs
-    result["subsets"] = subsets
-    result["clean_accuracy"] = float(correct.float().mean())
-    result["sanity"] = sanity.sanity_flags(result, gradient_zero_fraction(model, x, y, bs), cfg.get("sanity", {}))
-    if timings is not None:
-        timings["analysis"] = time.perf_counter() - analysis_start
+        # perceptibility at the perceptibility epsilon (successful adversarial images only)
+        perc = []
+        for name, d in advs.items():
+            idx = subsets.get(name, torch.arange(len(y)))
+            for key, xa in d.items():
+                stats = perceptibility.per_sample(xf[idx], xa)
+                ok = (predict(model, xa, bs).argmax(1) != y[idx]) & correct[idx]
+                perc.append({"attack": name, "epsilon": key if key == "minimal" else float(key), "n": int(len(idx)),
+                             "n_success": int(ok.sum()), **perceptibility.medians(stats, ok.numpy())})
+        result["perceptibility"] = perc
+        result["adversarial"] = advs
+        result["subsets"] = subsets
+        result["clean_accuracy"] = float(correct.float().mean())
+        result["sanity"] = sanity.sanity_flags(result, gradient_zero_fraction(model, x, y, bs),
+                                               cfg.get("sanity", {}))
     for k, v in result["sanity"]["flags"].items():
         if v["flag"]:
             say(f"SANITY FLAG {k}: {v['detail']}")

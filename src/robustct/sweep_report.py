@@ -32,7 +32,8 @@ def sweep_and_write(model, x, y, cfg: dict, out_dir: Path, progress=print, timin
 
     Returns:
         the JSON-able part of the result: one point list per attack, ``paper_table_non_covid`` and,
-        when the suite runs, ``targeted``, ``minimal_epsilon``, ``perceptibility``, ``sanity``.
+        when the suite runs, ``targeted``, ``minimal_epsilon``, ``perceptibility``, ``sanity``; always
+        ``paper_readings``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -53,6 +53,6 @@ def run(params: dict, data_root: Path, candidate: str = "baseline", model_dir: P
             with section_timer(timings, "mlflow_logging"):
                 log_sweep(mlflow, sweeps, out_dir)
             mlflow.log_metrics({f"wall_seconds_{k}": v for k, v in timings.items()})
-    print("attack wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in sorted(timings.items(), key=lambda kv: -kv[1])))
+    print("attack wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(timings.items(), key=lambda kv: -kv[1])))
     write_json(headline_path, headline(sweeps))
     return sweeps
