@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import io
 
-from robustct.progress import LineProgress, format_seconds, progress, timed
+import pytest
+
+from robustct.progress import LineProgress, format_seconds, progress, section_timer, timed
 
 
 class FakeClock:
@@ -56,3 +58,17 @@ def test_validation_table_reports_progress(tiny_dataset, monkeypatch, capsys):
     err = capsys.readouterr().err
     n = len([p for p in sums if p.startswith("CT_")])
     assert len(table) == n and f"validate: reading images: {n}/{n} (100%)" in err
+
+
+def test_section_timer_adds_up_and_records_a_failed_block():
+    clock = iter([0.0, 2.0, 10.0, 13.0, 20.0, 20.5]).__next__
+    timings: dict = {}
+    with section_timer(timings, "pgd", clock):
+        pass
+    with section_timer(timings, "pgd", clock):
+        pass
+    with pytest.raises(RuntimeError), section_timer(timings, "square", clock):
+        raise RuntimeError("attack failed")
+    assert timings == {"pgd": 5.0, "square": 0.5}
+    with section_timer(None, "pgd", clock):  # None: nothing recorded, the clock not read (it is exhausted)
+        pass

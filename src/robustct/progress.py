@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, TextIO, TypeVar
 
 T = TypeVar("T")
@@ -106,3 +107,18 @@ def timed(say: Callable[[str], None] = print, clock: Callable[[], float] = time.
         say(f"[{format_seconds(clock() - start)}] {message}")
 
     return emit
+
+
+@contextmanager
+def section_timer(timings: dict | None, key: str, clock: Callable[[], float] = time.monotonic) -> Iterator[None]:
+    """Add the seconds the ``with`` block took (``clock``; tests pass a fake one) to ``timings[key]``, also when it
+    raises; nothing, and no clock read, when ``timings`` is None. For budgets and MLflow only, never for a DVC
+    output (the seconds differ from run to run)."""
+    if timings is None:
+        yield
+        return
+    start = clock()
+    try:
+        yield
+    finally:
+        timings[key] = timings.get(key, 0.0) + clock() - start

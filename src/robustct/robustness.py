@@ -10,8 +10,6 @@ Definitions (per sweep point, over the evaluated images):
 """
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -20,6 +18,7 @@ from torch import nn
 from .attack_registry import ATTACK_SPECS, fixed_budget_names, load_attack, names
 from .attacks import ATTACKS, FGSM, PGD, IterativeEpsilonFGSM, eval_mode, fgsm_from_sign, input_gradient
 from .models import LABELS
+from .progress import section_timer
 
 
 @torch.no_grad()
@@ -370,20 +369,6 @@ def gradient_zero_fraction(model, x, y, batch_size=32, tol: float = 0.0) -> floa
     return zero / max(len(x), 1)
 
 
-@contextmanager
-def section_timer(timings: dict | None, key: str):
-    """Add the wall-clock seconds (``time.perf_counter``) of the ``with`` block to ``timings[key]``; nothing when
-    ``timings`` is None. Timings are for budgets and MLflow only, never in a DVC output (they differ run to run)."""
-    if timings is None:
-        yield
-        return
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
-
-
 def standard_suite(model, x, y, cfg: dict, progress=None, timings: dict | None = None) -> dict:
     """The project's sweep: FGSM on the paper grid and the standard grid, PGD and the rest of the
     suite (``cfg["suite"]``) on the standard grid, targeted scenarios, minimal-epsilon curves,
@@ -570,4 +555,4 @@ def _worst_case_of(model, x, y, cfg: dict, full_runs: dict, progress) -> list[di
 
 __all__ = ["FGSM", "PGD", "SCENARIOS", "attack_sweep", "curve_from_minimal", "fgsm_sweep",
            "make_attack", "minimal_attack_points", "paper_table", "point_summary", "predict", "run_attack",
-           "section_timer", "standard_suite", "targeted_points", "threat_model_violation", "worst_case"]
+           "standard_suite", "targeted_points", "threat_model_violation", "worst_case"]

@@ -9,9 +9,9 @@ from pathlib import Path
 from . import plots
 from .models import LABELS
 from .epsilon import format_epsilon
-from .robustness import paper_table, predict, section_timer, standard_suite
+from .robustness import paper_table, predict, standard_suite
 from .io import PAPER_FGSM_NON_COVID, flat_sweep_metrics, point_lists, write_csv, write_json
-from .progress import timed
+from .progress import section_timer, timed
 
 POINT_FIELDS = ["attack", "epsilon", "n", "clean_accuracy", "robust_accuracy", "robust_accuracy_non_covid",
                 "robust_accuracy_covid", "attack_success_rate", "mean_linf", "mean_l2"]

@@ -10,7 +10,7 @@ import torch
 from ..io import OUT, device, load_split_tensors, read_json, sweep_config, write_json
 from ..models import load_checkpoint
 from ..epsilon import format_epsilon
-from ..robustness import section_timer
+from ..progress import section_timer
 from ..sweep_report import headline, log_sweep, sweep_and_write
 
 
