@@ -136,3 +136,16 @@ def test_attack_names_come_from_the_registry():
     assert set(sanity.WHITE_BOX_ITERATIVE) < set(fixed_budget_names())
     assert set(AttackParams.model_fields["profiles"].annotation.model_fields["cpu"].annotation.model_fields) \
         == set(ATTACK_SPECS)
+
+
+def test_every_lock_entry_is_a_stage_of_the_pipeline():
+    """dvc.lock holds only stages dvc.yaml defines (foreach stages as ``name@candidate``). DVC never prunes the
+    entry of a removed or renamed stage (treeverse/dvc#5293), and such an entry names models that no longer exist."""
+    from robustct.params import load_params, read_yaml
+
+    cands = load_params(REPO / "params.yaml")["candidates"]
+    expected = set()
+    for name, spec in _dvc_stages().items():
+        expected |= {f"{name}@{c}" for c in cands} if "foreach" in spec else {name}
+    locked = set(read_yaml(REPO / "dvc.lock")["stages"])
+    assert locked <= expected, f"dvc.lock has entries of no stage: {sorted(locked - expected)}"
