@@ -141,7 +141,7 @@ def test_suite_outputs_and_invariants(tiny_model, tmp_path):
     (["fgsm", "pgd", "apgd_ce", "deepfool", "fgsm_min_eps"],
      {"fgsm_paper", "fgsm", "pgd", "apgd_ce", "deepfool", "fgsm_min_eps", "worst_case", "targeted", "analysis",
       "paper_readings", "write"}),
-    (["fgsm", "pgd"], {"fgsm_paper", "fgsm", "pgd", "worst_case", "paper_readings", "write"}),  # early return
+    (["fgsm", "pgd"], {"fgsm_paper", "fgsm", "pgd", "worst_case", "analysis", "paper_readings", "write"}),
 ])
 def test_timings_name_every_part_of_the_sweep_and_change_no_output(tiny_model, tmp_path, suite, keys):
     g = torch.Generator().manual_seed(5)
@@ -241,3 +241,29 @@ def test_targeted_epsilons_subset_runs_only_those_budgets(tiny_model, tmp_path):
     header = next(i for i, line in enumerate(lines) if line.startswith("| targeted attack"))
     assert lines[header] == "| targeted attack / scenario | n | 8/255 |"
     assert lines[header + 2].startswith("| pgd/fraud | 8 | ") and lines[header + 2].count("|") == 4
+
+
+def test_fgsm_pgd_only_suite_still_gives_the_gate_every_veto_flag(tiny_model, tmp_path):
+    """A suite cut to FGSM + PGD (to save time) still computes the sanity flags: without them the gate's veto flags
+    read "missing" and no candidate could ever pass (measured on the real data before the fix)."""
+    from robustct.gate import VETO_FLAGS, evaluate_gate, measurements
+    from robustct.robustness import gradient_zero_fraction
+    from robustct.sanity import FLAG_NAMES
+
+    g = torch.Generator().manual_seed(6)
+    x = (torch.rand(10, 1, 16, 16, generator=g) * 255).to(torch.uint8)
+    y = torch.tensor([0, 1] * 5)
+    cfg = sweep_config({**ATTACK, "suite": ["fgsm", "pgd"], "worst_case": ["fgsm", "pgd", "square"]})
+    res = sweep_and_write(tiny_model, x, y, cfg, tmp_path, progress=None)
+    assert set(res["sanity"]["flags"]) == set(FLAG_NAMES)
+    result = {k: v for k, v in res.items() if k != "sanity"}
+    expected = sanity_flags(result, gradient_zero_fraction(tiny_model, x, y, cfg["batch_size"]), cfg["sanity"])
+    assert res["sanity"] == expected
+    written = json.loads((tmp_path / "sweep.json").read_text())
+    m = measurements({"metrics": {"accuracy": {"value": 1.0}, "auc": {"value": 1.0}}, "predicted_covid_rate": 0.5},
+                     written)
+    gate = {"attack": "worst_case", "epsilon": 8 / 255, "veto_flags": list(VETO_FLAGS)}
+    vetoes = [c for c in evaluate_gate(m, gate)["checks"] if c["name"].startswith("no sanity flag")]
+    assert len(vetoes) == len(VETO_FLAGS)
+    assert all(c["measured"] in ("ok", "raised") for c in vetoes), vetoes
+    assert json.loads((tmp_path / "metrics.json").read_text())["sanity"]["any"] == int(expected["any"])

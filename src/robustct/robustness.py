@@ -384,16 +384,18 @@ def standard_suite(model, x, y, cfg: dict, progress=None, timings: dict | None =
         timings: None, or a dict that receives the wall-clock seconds of each part of the sweep: ``fgsm_paper``,
             ``fgsm``, ``pgd``, one key per further suite attack, ``worst_case`` (when configured: the cascade's
             attack runs that are not reused from the suite's full-set runs, e.g. APGD-CE and Square when only the
-            cascade runs them), and when the suite has an attack besides FGSM and PGD also ``targeted`` and
-            ``analysis`` (minimal-epsilon curves, perceptibility, sanity flags). Seconds add up over calls that
-            share the dict. The results do not depend on it.
+            cascade runs them), ``analysis`` (sanity flags; with an attack besides FGSM and PGD in the suite also
+            the minimal-epsilon curves and perceptibility), and with such an attack also ``targeted``. Seconds add
+            up over calls that share the dict. The results do not depend on it.
 
     Returns:
-        ``{"fgsm_paper": [...], "fgsm": [...], "pgd": [...], "examples": {...}}`` plus one point list per
-        further attack, ``"targeted"``, ``"minimal_epsilon"``, ``"perceptibility"``, ``"sanity"``,
-        ``"adversarial"`` (``{attack: {epsilon: x_adv}}`` at the perceptibility epsilon, for figures).
+        ``{"fgsm_paper": [...], "fgsm": [...], "pgd": [...], "examples": {...}, "sanity": {...}}`` (sanity flags
+        for every suite, so the gate's veto flags are never missing), ``"adversarial"`` (``{attack: {epsilon:
+        x_adv}}`` at the perceptibility epsilon, for figures), ``"worst_case"`` when configured; with an attack
+        besides FGSM and PGD in the suite also one point list per further attack, ``"targeted"``,
+        ``"minimal_epsilon"`` and ``"perceptibility"``.
     """
-    from . import perceptibility, sanity  # noqa: PLC0415
+    from . import perceptibility  # noqa: PLC0415
 
     say = progress or (lambda s: None)
     bs = cfg.get("batch_size", 32)
@@ -424,6 +426,8 @@ def standard_suite(model, x, y, cfg: dict, progress=None, timings: dict | None =
         if cfg.get("worst_case"):
             with section_timer(timings, "worst_case"):
                 result["worst_case"] = _worst_case_of(model, x, y, cfg, {"pgd": pgd_adv}, progress)
+        with section_timer(timings, "analysis"):  # the gate's veto flags need the checks on this path too
+            result["sanity"] = _sanity(model, x, y, result, cfg, bs, say)
         return result
     advs["pgd"] = {eps_p: pgd_adv[eps_p]}
     xf = as_float(x)
@@ -528,12 +532,20 @@ def standard_suite(model, x, y, cfg: dict, progress=None, timings: dict | None =
         result["adversarial"] = advs
         result["subsets"] = subsets
         result["clean_accuracy"] = float(correct.float().mean())
-        result["sanity"] = sanity.sanity_flags(result, gradient_zero_fraction(model, x, y, bs),
-                                               cfg.get("sanity", {}))
-    for k, v in result["sanity"]["flags"].items():
+        result["sanity"] = _sanity(model, x, y, result, cfg, bs, say)
+    return result
+
+
+def _sanity(model, x, y, result: dict, cfg: dict, batch_size: int, say) -> dict:
+    """The Carlini et al. sanity flags of ``result`` (:func:`robustct.sanity.sanity_flags`, one more input-gradient
+    pass for the vanishing-gradient check); each raised flag is said."""
+    from . import sanity  # noqa: PLC0415
+
+    flags = sanity.sanity_flags(result, gradient_zero_fraction(model, x, y, batch_size), cfg.get("sanity", {}))
+    for k, v in flags["flags"].items():
         if v["flag"]:
             say(f"SANITY FLAG {k}: {v['detail']}")
-    return result
+    return flags
 
 
 def _worst_case_of(model, x, y, cfg: dict, full_runs: dict, progress) -> list[dict]:
