@@ -192,6 +192,65 @@ def test_missing_run_stops_evaluate_before_it_writes(tmp_path, monkeypatch, caps
     assert not out.exists() and not (tmp_path / "evaluate.json").exists()
 
 
+def stage_project(tmp_path):
+    """A project folder laid out like the pipeline's (``params.yaml``, ``data/``, ``outputs/split``,
+    ``outputs/train/model.pt``) for running a stage through the command line; returns the folder."""
+    import yaml
+
+    root = make_project(tmp_path / "proj")
+    data, split, model_dir = tiny_stage_inputs(root)
+    shutil.move(str(data), root / "data")
+    (root / "outputs").mkdir()
+    shutil.move(str(split), root / "outputs" / "split")
+    shutil.move(str(model_dir), root / "outputs" / "train")
+    params = yaml.safe_load((SRC.parent / "params.yaml").read_text())
+    params["data"]["root"] = "data"
+    params["evaluate"]["bootstrap"] = 10
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def test_a_deleted_training_run_stops_evaluate_before_it_writes(tmp_path, monkeypatch, capsys):
+    """The run named by outputs/train/run.json was deleted (UI / `mlflow runs delete`): get_run still answers, so
+    evaluate used to write its outputs and only then fail to resume the run. Now: one line, exit 1, nothing
+    written (the outputs of an earlier evaluation stay byte for byte)."""
+    from robustct.cli import main
+
+    monkeypatch.setenv("ROBUSTCT_MLRUNS", str(tmp_path / "mlruns"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = stage_project(tmp_path)
+    monkeypatch.chdir(root)
+    mlflow = tracking.setup()
+    with mlflow.start_run(run_name="train-resnet18") as run:
+        pass
+    (root / "outputs/train/run.json").write_text(f'{{"run_id": "{run.info.run_id}"}}')
+    mlflow.MlflowClient().delete_run(run.info.run_id)
+    out = root / "outputs" / "baseline"
+    (out / "evaluate").mkdir(parents=True)
+    earlier = {out / "evaluate" / "metrics.json": "earlier\n", out / "evaluate.json": "earlier\n"}
+    for f, text in earlier.items():
+        f.write_text(text)
+    capsys.readouterr()  # the store's set-up lines
+    rc = main(["evaluate", "--candidate", "baseline"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1
+    assert "\n" not in err and err.startswith("error: outputs/train/run.json") and "was deleted" in err, err
+    assert "dvc repro -f train" in err
+    assert sorted(p.name for p in (out / "evaluate").iterdir()) == ["metrics.json"]
+    assert all(f.read_text() == text for f, text in earlier.items())
+
+
+def test_a_run_whose_experiment_was_deleted_is_not_usable(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBUSTCT_MLRUNS", str(tmp_path / "mlruns"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow = tracking.setup()
+    with mlflow.start_run() as run:
+        pass
+    assert tracking.run_problem(mlflow, {"run_id": run.info.run_id}, "train") is None
+    mlflow.MlflowClient().delete_experiment(run.info.experiment_id)
+    assert "experiment" in tracking.run_problem(mlflow, {"run_id": run.info.run_id}, "train")
+
+
 def test_resolve_run_warns_and_asks_for_a_new_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ROBUSTCT_MLRUNS", str(tmp_path / "mlruns"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

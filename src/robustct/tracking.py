@@ -269,16 +269,32 @@ class RunRef:
 
 def run_problem(mlflow, info: dict, stage: str) -> str | None:
     """Why the run (and logged model) that a ``run.json`` content ``info`` names is unusable in the current
-    store, or ``None`` when both exist."""
+    store, or ``None`` when both exist and are live.
+
+    Unusable: no run id (``--no-track``); a run the current store (tracking URI) does not have (another
+    machine, another store, a deleted ``mlruns/``); a run that exists but was deleted (``mlflow runs delete``,
+    the UI's delete: its ``lifecycle_stage`` is ``deleted``, it is hidden from searches and ``mlflow gc`` may
+    purge it), or whose experiment was deleted; a logged model (``models:/m-...``) the store does not have.
+    A deleted run still answers ``get_run``, so it is checked explicitly.
+    """
     from mlflow.exceptions import MlflowException  # noqa: PLC0415
 
     run_id, model_uri = (info or {}).get("run_id"), (info or {}).get("model_uri")
     if not run_id:
         return f"names no MLflow run (the `{stage}` stage ran with --no-track)"
     try:
-        mlflow.get_run(run_id)
+        run = mlflow.get_run(run_id)
     except MlflowException:
         return f"names run {run_id}, which is not in the store {describe_store()} (new machine or deleted mlruns/?)"
+    if getattr(run.info, "lifecycle_stage", "active") == "deleted":
+        return f"names run {run_id}, which was deleted in the store {describe_store()}"
+    try:
+        exp = mlflow.get_experiment(run.info.experiment_id)
+    except MlflowException:
+        exp = None
+    if exp is None or exp.lifecycle_stage == "deleted":
+        return (f"names run {run_id}, whose experiment {run.info.experiment_id} was deleted in the store "
+                f"{describe_store()}")
     if model_uri and model_uri.startswith("models:/m-"):
         try:
             mlflow.get_logged_model(model_uri.removeprefix("models:/"))
