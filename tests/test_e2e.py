@@ -168,7 +168,12 @@ def test_runs_and_registry_after_passing_gate(project):
     train = next(r for r in runs if r.data.tags.get("stage") == "train")
     assert {"git_commit", "data_version", "split_test_sha256", "torch_num_threads", "device"} <= set(train.data.tags)
     val = "val_in_sample_accuracy" if small_params()["train"]["fit_on"] == "train_val" else "val_accuracy"
-    assert "test_accuracy" in train.data.metrics and val in train.data.metrics  # refit: validation was trained on
+    assert val in train.data.metrics  # refit: validation was trained on
+    # the test metrics are in the evaluation's own run, linked to the training run (which it does not reopen)
+    ev = [r for r in runs if r.data.tags.get("stage") == "evaluate" and r.data.tags.get("model_run_id") == train.info.run_id]
+    assert len(ev) == 1 and "test_accuracy" in ev[0].data.metrics and "test_accuracy" not in train.data.metrics
+    assert ev[0].info.start_time >= train.info.end_time
+    assert all(r.info.status == "FINISHED" for r in runs if r.data.tags.get("stage") in ("train", "evaluate", "promote"))
     verdict = json.loads((root / "outputs/promote/verdict.json").read_text())
     champ = champion(client)
     assert champ is not None and champ.tags["gate_verdict"] == "pass"

@@ -251,6 +251,38 @@ def test_a_run_whose_experiment_was_deleted_is_not_usable(tmp_path, monkeypatch)
     assert "experiment" in tracking.run_problem(mlflow, {"run_id": run.info.run_id}, "train")
 
 
+def test_evaluate_logs_to_its_own_run_and_leaves_the_training_run_as_it_ended(tmp_path, monkeypatch):
+    """evaluate used to resume and re-end the training run, so the training run's duration included the
+    evaluation (273 s shown for 157 s of training). Now the training run's end time, status and metrics stay as
+    training left them; the evaluation is its own run, linked by the tag model_run_id."""
+    from robustct.stages import evaluate
+
+    monkeypatch.setenv("ROBUSTCT_MLRUNS", str(tmp_path / "mlruns"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data, split, model_dir = tiny_stage_inputs(tmp_path)
+    mlflow = tracking.setup()
+    with mlflow.start_run(run_name="train-resnet18", tags={"stage": "train"}) as run:
+        mlflow.log_metric("val_accuracy", 0.5)
+    (model_dir / "run.json").write_text(f'{{"run_id": "{run.info.run_id}"}}')
+    client = mlflow.MlflowClient()
+    before = client.get_run(run.info.run_id)
+    evaluate.run({"evaluate": {"bootstrap": 10, "seed": 0}}, data, "baseline", model_dir, split,
+                 tmp_path / "evaluate", tmp_path / "evaluate.json")
+    after = client.get_run(run.info.run_id)
+    assert (after.info.start_time, after.info.end_time, after.info.status) == \
+        (before.info.start_time, before.info.end_time, "FINISHED")
+    assert after.data.metrics == before.data.metrics
+    evals = client.search_runs([run.info.experiment_id], f"tags.model_run_id = '{run.info.run_id}'")
+    assert len(evals) == 1
+    ev = evals[0]
+    assert ev.info.run_id != run.info.run_id and ev.info.status == "FINISHED"
+    assert ev.info.run_name == "evaluate-baseline"
+    assert {"stage": "evaluate", "candidate": "baseline"}.items() <= ev.data.tags.items()
+    assert {"test_accuracy", "test_auc", "test_predicted_covid_rate"} <= set(ev.data.metrics)
+    assert ev.info.start_time >= before.info.end_time
+    assert [d.dataset.name for d in ev.inputs.dataset_inputs] == ["covid-ct-test"]
+
+
 def test_resolve_run_warns_and_asks_for_a_new_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ROBUSTCT_MLRUNS", str(tmp_path / "mlruns"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -14,7 +14,17 @@ FIGURES = {"roc": "evaluate/roc.png", "standard_grid": "attack/standard_grid.png
 
 
 def run(params: dict, out_dir: Path = Path("docs/results"), root: Path = OUT, track: bool = True) -> Path:
-    """Write the page and its figures into ``out_dir`` (replaced whole, so no stale figure stays)."""
+    """Write the page and its figures into ``out_dir`` (replaced whole, so no stale figure stays).
+
+    With ``track`` the page is uploaded as artifacts (``results/``) of the promote run named in
+    ``verdict.json`` without reopening it (``MlflowClient.log_artifacts``), so that run's end time stays
+    promote's own.
+
+    Raises:
+        robustct.tracking.MissingRunError: (``track``) the promote run is missing from the store or deleted;
+            raised before anything is written.
+        FileNotFoundError: an output of an earlier stage (``verdict.json``, a candidate's metrics) is missing.
+    """
     from .. import tracking  # noqa: PLC0415  (tags only; no MLflow import unless tracking)
 
     out_dir, root = Path(out_dir), Path(root)
@@ -22,6 +32,11 @@ def run(params: dict, out_dir: Path = Path("docs/results"), root: Path = OUT, tr
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     verdict = read_json(root / "promote" / "verdict.json", "promote")
+    mlflow = None
+    if track and verdict.get("promote_run_id"):  # check the store before writing anything
+        mlflow = tracking.setup()
+        tracking.require_run(mlflow, {"run_id": verdict["promote_run_id"]}, root / "promote" / "verdict.json",
+                             "promote")
     by_name = {v["name"]: v for v in verdict["candidates"]}
     cands = []
     for name, spec in params["candidates"].items():
@@ -50,8 +65,6 @@ def run(params: dict, out_dir: Path = Path("docs/results"), root: Path = OUT, tr
     (tmp / "README.md").write_text(results_page(cands, verdict, context, params["attack"]["standard_epsilons"]))
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.replace(out_dir)
-    if track and verdict.get("promote_run_id"):
-        mlflow = tracking.setup()
-        with mlflow.start_run(run_id=verdict["promote_run_id"]):
-            mlflow.log_artifacts(str(out_dir), "results")
+    if mlflow is not None:  # uploaded into the finished run: its duration stays promote's
+        mlflow.MlflowClient().log_artifacts(verdict["promote_run_id"], str(out_dir), "results")
     return out_dir / "README.md"
