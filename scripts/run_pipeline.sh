@@ -13,4 +13,4 @@ time (dvc repro 2>&1 | while IFS= read -r line; do printf '%s %s\n' "$(date +%T)
 dvc metrics show                 # the headline numbers per candidate; the whole page: docs/results/README.md
 robustct gate --candidate baseline || true    # the gate's verdict per candidate (exit 1 = fails)
 robustct gate --candidate defended || true
-echo "Browse the runs: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db"
+echo "Browse the runs: MLFLOW_DISABLE_TELEMETRY=true .venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db"

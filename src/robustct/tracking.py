@@ -145,6 +145,7 @@ def setup(experiment: str = EXPERIMENT, root: Path | None = None):
     """
     import mlflow  # noqa: PLC0415  (heavy; imported by the stages that track)
 
+    _telemetry_off_if_asked()
     remote = root is None and use_server()
     if remote:
         mlflow.set_tracking_uri(server_uri())
@@ -167,6 +168,20 @@ def setup(experiment: str = EXPERIMENT, root: Path | None = None):
         _set_uris_in_process(mlflow, uri)
         _ensure_experiment(mlflow, experiment, root)
     return mlflow
+
+
+def _telemetry_off_if_asked() -> None:
+    """Drop MLflow's telemetry client when the environment disables telemetry (the package sets
+    ``MLFLOW_DISABLE_TELEMETRY=true`` by default: :mod:`robustct`). MLflow decides when it is first imported;
+    this covers a process that imported ``mlflow`` before ``robustct`` (a notebook)."""
+    try:
+        from mlflow.telemetry.client import get_telemetry_client, set_telemetry_client  # noqa: PLC0415
+        from mlflow.telemetry.utils import is_telemetry_disabled  # noqa: PLC0415
+
+        if get_telemetry_client() is not None and is_telemetry_disabled():
+            set_telemetry_client()  # sets None when disabled
+    except ImportError:  # another MLflow version without this module: nothing to turn off here
+        pass
 
 
 def _set_uris_in_process(mlflow, uri: str) -> None:
