@@ -80,3 +80,44 @@ def test_train_register_alias_round_trip_through_the_server(team_server, monkeyp
     with psycopg.connect(host=pg.host, port=pg.port, user="mlflow", dbname="mlflow") as con:
         assert con.execute("SELECT status FROM runs WHERE run_uuid = %s", (run.info.run_id,)).fetchone() == ("FINISHED",)
         assert con.execute("SELECT name FROM registered_model_aliases WHERE alias = 'champion'").fetchone() == ("team-tiny",)
+
+
+def _status(uri: str, host_header: str) -> int:
+    """HTTP status of a tracking API call to ``uri`` (loopback) sent with ``Host: host_header``, as a client
+    using ``http://<host_header>`` sends it."""
+    import http.client
+    from urllib.parse import urlparse
+
+    u = urlparse(uri)
+    con = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    try:
+        con.request("GET", "/api/2.0/mlflow/experiments/search?max_results=1", headers={"Host": host_header})
+        return con.getresponse().status
+    finally:
+        con.close()
+
+
+def test_a_server_named_in_allowed_hosts_answers_its_clients(tmp_path):
+    """MLflow >= 3.5 checks the Host header: a client of `http://ct-tracking.example:5000` (the documented team
+    server set-up) got 403 'Invalid Host header'. With --allowed-hosts it gets 200. All traffic stays on
+    127.0.0.1: the name is only sent as the Host header."""
+    from robustct.team_store import server_command
+
+    name = "ct-tracking.example:5000"
+    cmd = server_command("sqlite:///x.db", tmp_path, allowed_hosts=f"{name},localhost:*,127.0.0.1:*",
+                         cors_allowed_origins="https://ct-tracking.example")
+    assert cmd[cmd.index("--allowed-hosts") + 1].startswith(name)
+    assert cmd[cmd.index("--cors-allowed-origins") + 1] == "https://ct-tracking.example"
+    assert "--allowed-hosts" not in server_command("sqlite:///x.db", tmp_path)
+    for allowed, expected in ((None, 403), (f"{name},localhost:*,127.0.0.1:*", 200)):
+        d = tmp_path / ("allowed" if allowed else "default")
+        d.mkdir()
+        proc, uri = start_server(tracking.sqlite_uri(d), d / "artifacts", log_file=d / "server.log",
+                                 allowed_hosts=allowed)
+        try:
+            assert uri.startswith("http://127.0.0.1:")
+            assert _status(uri, uri.removeprefix("http://")) == 200  # loopback clients either way
+            assert _status(uri, name) == expected, (d / "server.log").read_text()[-2000:]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -132,18 +132,35 @@ class Postgres:
 
 
 def server_command(backend_uri: str, artifacts: Path, host: str = "127.0.0.1", port: int = 5000,
-                   workers: int = 1) -> list[str]:
+                   workers: int = 1, allowed_hosts: str | None = None,
+                   cors_allowed_origins: str | None = None) -> list[str]:
     """``mlflow server`` with the backend store, proxied artifact serving from ``artifacts`` (a shared folder;
-    an ``s3://``/``gs://`` URI works the same way), listening on ``host:port``."""
+    an ``s3://``/``gs://`` URI works the same way), listening on ``host:port``.
+
+    Args:
+        allowed_hosts: ``--allowed-hosts``, comma-separated ``Host`` header values the server answers (patterns
+            with ``*``, e.g. ``mlflow.internal,mlflow.internal:5000,localhost:*,127.0.0.1:*``). MLflow >= 3.5
+            answers any other name with HTTP 403 "Invalid Host header"; its default admits only loopback
+            and private IP addresses, so clients using ``http://<server name>:5000`` need it. It replaces that
+            default, so list the loopback names too when local clients use them.
+        cors_allowed_origins: ``--cors-allowed-origins``, comma-separated origins (``https://mlflow.internal``)
+            whose browser pages may change state through the API (the UI served by the server itself needs none).
+    """
     dest = artifacts if "://" in str(artifacts) else Path(artifacts).resolve().as_uri()
-    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
-            "--artifacts-destination", str(dest), "--serve-artifacts", "--host", host, "--port", str(port),
-            "--workers", str(workers)]
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
+           "--artifacts-destination", str(dest), "--serve-artifacts", "--host", host, "--port", str(port),
+           "--workers", str(workers)]
+    if allowed_hosts:
+        cmd += ["--allowed-hosts", allowed_hosts]
+    if cors_allowed_origins:
+        cmd += ["--cors-allowed-origins", cors_allowed_origins]
+    return cmd
 
 
 def start_server(backend_uri: str, artifacts: Path, host: str = "127.0.0.1", port: int | None = None,
-                 log_file: Path | None = None, timeout_s: float = 180) -> tuple[subprocess.Popen, str]:
-    """Start ``mlflow server`` and wait until ``/health`` answers.
+                 log_file: Path | None = None, timeout_s: float = 180, allowed_hosts: str | None = None,
+                 cors_allowed_origins: str | None = None) -> tuple[subprocess.Popen, str]:
+    """Start ``mlflow server`` (:func:`server_command`) and wait until ``/health`` answers.
 
     Returns:
         (the server process, its tracking URI ``http://host:port``).
@@ -157,8 +174,9 @@ def start_server(backend_uri: str, artifacts: Path, host: str = "127.0.0.1", por
     Path(artifacts).mkdir(parents=True, exist_ok=True) if "://" not in str(artifacts) else None
     log = open(log_file, "w") if log_file else subprocess.DEVNULL  # noqa: SIM115  (closed with the process)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    proc = subprocess.Popen(server_command(backend_uri, Path(artifacts), host, port), stdout=log,
-                            stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(server_command(backend_uri, Path(artifacts), host, port, allowed_hosts=allowed_hosts,
+                                           cors_allowed_origins=cors_allowed_origins),
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
     uri = f"http://{host}:{port}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -184,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--artifacts", required=True, help="shared artifact root (folder or s3://, gs:// URI)")
     ap.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     ap.add_argument("--port", type=int, default=5000)
+    ap.add_argument("--allowed-hosts", help="Host header values clients use, comma-separated (e.g. "
+                    "mlflow.internal,mlflow.internal:5000,localhost:*,127.0.0.1:*); MLflow answers other names with "
+                    "403 'Invalid Host header' (default: loopback and private addresses only)")
+    ap.add_argument("--cors-allowed-origins", help="browser origins allowed to change state through the API, "
+                    "comma-separated (e.g. https://mlflow.internal)")
     args = ap.parse_args(argv)
     pg = None
     try:
@@ -196,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("give --backend-store-uri or --data")
         print(f"backend store: {backend}\nartifacts: {args.artifacts}\n"
               f"export MLFLOW_TRACKING_URI=http://{args.host}:{args.port}", flush=True)
-        return subprocess.call(server_command(backend, args.artifacts, args.host, args.port))
+        return subprocess.call(server_command(backend, args.artifacts, args.host, args.port,
+                                              allowed_hosts=args.allowed_hosts,
+                                              cors_allowed_origins=args.cors_allowed_origins))
     except StoreStartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
